@@ -1,0 +1,3 @@
+from stylecap.cli import main
+
+main()

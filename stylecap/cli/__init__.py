@@ -1,0 +1,59 @@
+"""The `stylecap` command line: one Typer app; each command module parses options and calls one
+library function. Heavy imports (torch, transformers) happen inside commands so `--help` is fast.
+
+Add a command by adding a module here that defines it on ``app`` and listing it in ``_COMMANDS``.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from stylecap.errors import EXIT_INTERRUPTED, StylecapError
+
+app = typer.Typer(
+    name="stylecap",
+    help="Train vision skills from text alone (CLOSE), caption images, build style corpora.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# Command modules, imported for their side effect of registering commands on ``app``.
+_COMMANDS = ["train", "caption", "generate", "gap", "world", "evaluate", "bench"]
+
+
+def _register_commands() -> None:
+    for name in _COMMANDS:
+        try:
+            importlib.import_module(f"stylecap.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"stylecap.cli.{name}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user-facing errors into one line and an exit code."""
+    _register_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except StylecapError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.line()}", markup=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: work done so far is saved; run the same command to resume")
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as exc:  # raised by commands that pick their own exit code
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,34 @@
+"""Shared test setup: offline, small thread pools, and a per-session cache folder."""
+from __future__ import annotations
+
+import os
+
+# Never reach a hub: every model in the tests is built locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    try:
+        import torch
+
+        torch.set_num_threads(2)  # the CI machine has 2 cores; more threads only contend
+    except ImportError:
+        pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stylecap_cache(tmp_path_factory):
+    """Keep caches (materialised tiny models, embeddings) inside the test session's temp folder."""
+    cache = tmp_path_factory.mktemp("stylecap-cache")
+    old = os.environ.get("STYLECAP_CACHE")
+    os.environ["STYLECAP_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("STYLECAP_CACHE", None)
+    else:
+        os.environ["STYLECAP_CACHE"] = old
