@@ -6,7 +6,10 @@ Add a command by adding a module here that defines it on ``app`` and listing it 
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
+import warnings
 
 import typer
 from rich.console import Console
@@ -35,8 +38,19 @@ def _register_commands() -> None:
                 raise
 
 
+def _quiet_libraries() -> None:
+    """Our own progress and errors are what a user reads; keep libraries' chatter out of the terminal."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(peft|transformers|torch)\.")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user-facing errors into one line and an exit code."""
+    _quiet_libraries()
     _register_commands()
     try:
         app(args=argv, standalone_mode=False)
@@ -50,10 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # Click's usage errors (bad option, …)
             exc.show()
             sys.exit(exc.exit_code)
         raise

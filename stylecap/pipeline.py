@@ -1,0 +1,100 @@
+"""Wiring for `stylecap train`: task files → examples → cached CLIP text vectors → the training loop."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from stylecap.encoders import ClipEncoder, EmbeddingCache, load_clip
+from stylecap.model import CloseConfig
+from stylecap.tasks import Example, ReadOptions, get_task
+from stylecap.train import Row, TrainOptions, train
+
+PAPER_CLIP_DIM = 768  # ViT-L/14, the CLIP the paper's noise levels were tuned for
+
+
+@dataclass
+class ModelChoices:
+    """What the user chose about the model; None means the task's default."""
+
+    clip: str = "world"
+    lm: str = "tiny-t5"
+    noise: float | None = None
+    adapter: str = "noise"
+    gap: Path | None = None  # fitted adapter statistics (`stylecap gap fit`)
+    prefix_len: int = 4
+    mapper: str = "linear"
+    lora: bool = True
+    lora_r: int = 16
+    max_target_len: int | None = None
+    num_beams: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def default_noise(task_noise: float, clip_dim: int) -> float:
+    """The paper's σ (tuned at D = 768) rescaled so cos(noisy, clean) ≈ 1/√(1+σ²D) stays the same at D."""
+    return task_noise * math.sqrt(PAPER_CLIP_DIM / clip_dim)
+
+
+def canonical_clip_spec(spec: str) -> str:
+    """Make local paths in a CLIP spec absolute, so a saved model finds its CLIP from anywhere."""
+    head, sep, tail = spec.partition(":")
+    if Path(spec).exists():
+        return str(Path(spec).resolve())
+    if sep and tail and Path(tail).exists():
+        head = str(Path(head).resolve()) if Path(head).exists() else head
+        return f"{head}:{Path(tail).resolve()}"
+    return spec
+
+
+def encode_texts_cached(encoder: ClipEncoder, texts: Sequence[str], progress: bool = True) -> torch.Tensor:
+    from stylecap.progress import simple_progress
+
+    with simple_progress("encoding text", len(texts), enabled=progress) as bar:
+        task = bar.add_task("encoding text", total=len(texts))
+        return EmbeddingCache(encoder).vectors(texts, progress=lambda done, total: bar.update(task, completed=done))
+
+
+def rows_from_examples(examples: Sequence[Example]) -> tuple[list[str], list[Row]]:
+    """Unique CLIP texts (each encoded once) and one training row per example."""
+    index: dict[str, int] = {}
+    rows = []
+    for ex in examples:
+        vector = index.setdefault(ex.clip_text, len(index))
+        rows.append(Row(vector=vector, target=ex.target, input_text=ex.input_text))
+    return list(index), rows
+
+
+def build_config(task_name: str, choices: ModelChoices, clip_dim: int) -> CloseConfig:
+    task = get_task(task_name)
+    noise = choices.noise if choices.noise is not None else default_noise(task.noise, clip_dim)
+    return CloseConfig(
+        clip=canonical_clip_spec(choices.clip), clip_dim=clip_dim, lm=choices.lm, task=task_name,
+        prefix_len=choices.prefix_len, mapper=choices.mapper, adapter=choices.adapter, noise=noise,
+        lora=choices.lora, lora_r=choices.lora_r, lora_alpha=2 * choices.lora_r,
+        max_input_len=task.max_input_len, max_target_len=choices.max_target_len or task.max_target_len,
+        generation={"num_beams": choices.num_beams or task.num_beams}, extra=dict(choices.extra))
+
+
+def train_task(task_name: str, data: Path, choices: ModelChoices, options: TrainOptions,
+               read_options: ReadOptions | None = None) -> Path:
+    """Text-only CLOSE training on a task's data files; returns the saved model folder."""
+    task = get_task(task_name)
+    examples = task.read(Path(data), read_options or ReadOptions())
+    encoder = load_clip(choices.clip)
+    texts, rows = rows_from_examples(examples)
+    vectors = encode_texts_cached(encoder, texts, progress=options.progress)
+    config = build_config(task_name, choices, encoder.dim)
+    config.extra.setdefault("data", str(Path(data).resolve()))
+    config.extra.setdefault("examples", len(examples))
+    model = None
+    if choices.gap or choices.adapter != "noise":
+        from stylecap.gap import load_fitted_adapter  # the gap toolkit: fitted shift/linear/covariance
+        from stylecap.model import build_model
+
+        model = build_model(config)
+        model.adapter = load_fitted_adapter(choices.adapter, choices.gap, config.noise, encoder.dim)
+    return train(vectors, rows, config, options, model=model)
