@@ -1,0 +1,58 @@
+"""Being polite to servers: a pacer that spaces out work, and backoff delays for retries."""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+
+
+class Pacer:
+    """Lets `rate` units per second through, evenly spaced (no bursts), and can be paused.
+
+    Each caller reserves the next free slot and sleeps until it; a 429 pauses everyone, because a
+    server that says "slow down" means all of us, not just the request that heard it.
+    """
+
+    def __init__(self, rate: float | None):
+        self.interval = 1 / rate if rate else 0.0
+        self._next = 0.0
+
+    async def wait(self, units: float = 1.0) -> None:
+        now = time.monotonic()
+        start = max(now, self._next)
+        self._next = start + units * self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    def pause(self, seconds: float) -> None:
+        self._next = max(self._next, time.monotonic() + seconds)
+
+
+def backoff(attempt: int, base: float = 0.5, cap: float = 30.0, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry number `attempt` (1, 2, ...): exponential with full jitter so
+    that many clients do not retry in step, and never sooner than the server's Retry-After."""
+    delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+    return max(delay, retry_after or 0.0)
+
+
+def parse_retry_after(headers) -> float | None:
+    """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date), capped at 5 minutes."""
+    if headers is None:
+        return None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return min(float(ms) / 1000, 300.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), 300.0)

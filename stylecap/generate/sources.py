@@ -1,0 +1,258 @@
+"""Where sentences come from. Each source turns its inputs into items (a unit of work, finished or
+not as a whole, named by a key that is stable across runs) and each item into found sentences."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from stylecap.errors import UsageError
+from stylecap.generate.books import book_text, story_span
+from stylecap.generate.llm import LLM, ItemFailed, LLMSettings, clean_reply, estimate_tokens
+from stylecap.generate.progress import Tally
+from stylecap.generate.styles import Style
+from stylecap.generate.tables import existing_file, load_table, read_captions, read_lines, require_columns
+from stylecap.generate.text import frequent_names, name_pattern, split_sentences
+from stylecap.generate.web import Fetcher, WebSettings, page_text, sitemap_urls
+
+REVIEW_ROWS = 1000  # reviews per item: a resumed run redoes at most this many
+TEXT_COLUMNS = ("review", "text", "reviewText", "review_text", "body", "content")
+RATING_COLUMNS = ("rating", "stars", "overall", "score")
+
+
+@dataclasses.dataclass
+class SourceOptions:
+    inputs: list[str] = dataclasses.field(default_factory=list)  # files, URLs (what to read)
+    subjects: list[str] = dataclasses.field(default_factory=list)  # free mode, besides --input files
+    samples: int = 1  # LLM requests per seed or subject
+    text_column: str | None = None  # seed captions or review text
+    rating_column: str | None = None
+    min_rating: float | None = None
+    characters: list[str] = dataclasses.field(default_factory=list)
+    llm: LLMSettings = dataclasses.field(default_factory=LLMSettings)
+    web: WebSettings = dataclasses.field(default_factory=WebSettings)
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    key: str
+    payload: tuple
+
+
+@dataclasses.dataclass
+class Found:
+    """A candidate sentence and where it came from; the fields below it steer its filters."""
+
+    text: str
+    provenance: dict
+    seed: str | None = None  # the caption it rewrites: a copy of it is dropped
+    visual: bool = False  # found (not written) text must describe something visible
+    names: re.Pattern | None = None  # ... and mention one of these characters
+
+
+class LLMSource:
+    """Rewrite seed captions into the style, or write about subjects, with a chat model."""
+
+    def __init__(self, style: Style, options: SourceOptions, tally: Tally):
+        self.style, self.options, self.tally = style, options, tally
+        self.concurrency = options.llm.concurrency
+        self.llm: LLM | None = None
+
+    async def items(self) -> list[Item]:
+        if not self.options.inputs and not self.options.subjects:
+            what = "a caption file (--input)" if self.style.mode == "rewrite" else "subjects (--input FILE or --subject)"
+            raise UsageError(f"style {self.style.name} needs {what}")
+        inputs = []
+        for path in self.options.inputs:
+            read = read_captions(path, self.options.text_column) if self.style.mode == "rewrite" else read_lines(path)
+            inputs += [(f"{Path(path).name}:{number}", text) for number, text in read]
+        inputs += [(subject, subject) for subject in self.options.subjects]
+        kind = "seed" if self.style.mode == "rewrite" else "subject"
+        samples = self.options.samples
+        return [Item(f"{kind}:{name}" + (f"#{k}" if samples > 1 else ""), (name, text, k))
+                for name, text in inputs for k in range(samples)]
+
+    def open(self, retry_budget: int) -> None:
+        self.llm = LLM(self.options.llm, self.tally, retry_budget)
+
+    async def produce(self, item: Item) -> list[Found]:
+        name, text, sample = item.payload
+        reply = await self.llm.complete(self.style.render(text), sample)
+        rewrite = self.style.mode == "rewrite"
+        provenance = {"prompt": self.style.prompt_id, "model": self.options.llm.model,
+                      **({"seed_id": name, "seed": text} if rewrite else {"subject": text})}
+        names = name_pattern([text]) if self.style.filters.characters and not rewrite else None
+        return [Found(caption, provenance, seed=text if rewrite else None, names=names)
+                for caption in clean_reply(reply, self.style.reply_label)]
+
+    def estimate(self, items: list[Item]) -> dict:
+        """Tokens and cost before starting: prompts as sent, replies at their maximum length."""
+        prompt_tokens = sum(estimate_tokens(self.style.render(item.payload[1])) for item in items)
+        completion_tokens = len(items) * self.options.llm.max_tokens
+        price = self.options.llm.price()
+        cost = None if price is None else (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+        return {"requests": len(items), "prompt_tokens": prompt_tokens,
+                "max_completion_tokens": completion_tokens, "max_cost": cost}
+
+    async def aclose(self) -> None:
+        if self.llm:
+            await self.llm.aclose()
+
+
+class _FoundTextSource:
+    """Shared by sources of existing text: a web fetcher for URLs, the style's character rule."""
+
+    concurrency = 1
+
+    def __init__(self, style: Style, options: SourceOptions, tally: Tally):
+        self.style, self.options, self.tally = style, options, tally
+        self.fetcher: Fetcher | None = None
+
+    def open(self, retry_budget: int) -> None:
+        self.fetcher = Fetcher(self.options.web)
+
+    def estimate(self, items: list[Item]) -> dict:
+        return {"inputs": len(items)}
+
+    async def fetch(self, url: str):
+        page = await self.fetcher.get(url)
+        self.tally.requests = self.fetcher.requests
+        return page
+
+    def found(self, text: str, provenance: dict, min_name_count: int) -> list[Found]:
+        """The sentences of `text` (a book or a page) as candidates, offsets in `text`."""
+        sentences = split_sentences(text)
+        names = None
+        if self.style.filters.characters:
+            given = self.options.characters or frequent_names([s for _, s in sentences], min_name_count)
+            names = name_pattern(given)
+            if names is None:
+                raise ItemFailed("no character names found; pass --characters")
+        return [Found(sentence, {**provenance, "offset": offset}, visual=self.style.filters.visual, names=names)
+                for offset, sentence in sentences]
+
+    async def aclose(self) -> None:
+        if self.fetcher:
+            await self.fetcher.aclose()
+
+
+class BooksSource(_FoundTextSource):
+    async def items(self) -> list[Item]:
+        _need_inputs(self.options, "book files or URLs")
+        for path in self.options.inputs:
+            if not _is_url(path):
+                existing_file(path)  # a missing book fails now, not halfway through the run
+        return [Item(f"book:{path}", (path,)) for path in self.options.inputs]
+
+    async def produce(self, item: Item) -> list[Found]:
+        (where,) = item.payload
+        data = (await self.fetch(where)).body if _is_url(where) else Path(where).read_bytes()
+        text = book_text(data)
+        start, end = story_span(text)
+        found = self.found(text[start:end], {"file": where}, min_name_count=5)
+        for candidate in found:
+            candidate.provenance["offset"] += start
+        return found
+
+
+class WebSource(_FoundTextSource):
+    @property
+    def concurrency(self) -> int:
+        return self.options.web.concurrency
+
+    async def items(self) -> list[Item]:
+        _need_inputs(self.options, "URLs, a file of URLs or a sitemap URL")
+        urls: list[str] = []
+        for entry in self.options.inputs:
+            if _is_url(entry) and _looks_like_sitemap(entry):
+                urls += await self._sitemap(entry)
+            elif _is_url(entry):
+                urls.append(entry)
+            else:
+                urls += [line for _, line in read_lines(entry) if not line.startswith("#")]
+        return [Item(f"url:{url}", (url,)) for url in dict.fromkeys(urls)]
+
+    async def _sitemap(self, url: str, depth: int = 0) -> list[str]:
+        if self.fetcher is None:
+            self.open(0)
+        try:
+            pages, nested = sitemap_urls((await self.fetch(url)).text)
+        except ItemFailed as exc:
+            raise UsageError(f"cannot read the sitemap: {exc}", url) from None
+        for inner in nested if depth < 2 else []:
+            pages += await self._sitemap(inner, depth + 1)
+        return pages
+
+    def open(self, retry_budget: int) -> None:
+        if self.fetcher is None:
+            super().open(retry_budget)
+
+    async def produce(self, item: Item) -> list[Found]:
+        (url,) = item.payload
+        page = await self.fetch(url)
+        provenance = {"url": url} if page.url == url else {"url": url, "final_url": page.url}
+        return self.found(page_text(page), provenance, min_name_count=3)
+
+
+class ReviewsSource(_FoundTextSource):
+    def __init__(self, style: Style, options: SourceOptions, tally: Tally):
+        super().__init__(style, options, tally)
+        self.tables: dict[str, object] = {}
+
+    async def items(self) -> list[Item]:
+        _need_inputs(self.options, "review files (CSV, JSONL, Parquet)")
+        items = []
+        for path in self.options.inputs:
+            table = self.tables[path] = load_table(path)
+            self._columns(path, table)  # check them before any work starts
+            items += [Item(f"reviews:{path}:{start}", (path, start))
+                      for start in range(0, len(table), REVIEW_ROWS)]
+        return items
+
+    def _columns(self, path: str, table) -> tuple[str, str | None]:
+        names = table.column_names
+        text = self.options.text_column or next((c for c in TEXT_COLUMNS if c in names), TEXT_COLUMNS[0])
+        rating = self.options.rating_column or next((c for c in RATING_COLUMNS if c in names), None)
+        if self.options.min_rating is not None and rating is None:
+            raise UsageError("--min-rating needs a rating column", path, "pass --rating-column")
+        require_columns(path, names, [text] + ([rating] if rating else []))
+        return text, rating
+
+    async def produce(self, item: Item) -> list[Found]:
+        path, start = item.payload
+        table = self.tables[path]
+        text_column, rating_column = self._columns(path, table)
+        rows = table[start:start + REVIEW_ROWS]
+        ratings = rows[rating_column] if rating_column else [None] * len(rows[text_column])
+        found = []
+        for row, (review, rating) in enumerate(zip(rows[text_column], ratings), start):
+            if not review or not _rated_enough(rating, self.options.min_rating):
+                continue
+            found += [Found(sentence, {"file": path, "row": row, "offset": offset}, visual=self.style.filters.visual)
+                      for offset, sentence in split_sentences(str(review))]
+        return found
+
+
+def _rated_enough(rating, minimum: float | None) -> bool:
+    if minimum is None:
+        return True
+    try:
+        return float(rating) >= minimum
+    except (TypeError, ValueError):
+        return False
+
+
+SOURCES = {"llm": LLMSource, "books": BooksSource, "web": WebSource, "reviews": ReviewsSource}
+
+
+def _need_inputs(options: SourceOptions, what: str) -> None:
+    if not options.inputs:
+        raise UsageError(f"no inputs: pass {what} with --input")
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def _looks_like_sitemap(url: str) -> bool:
+    return "sitemap" in url.rsplit("/", 1)[-1].lower()

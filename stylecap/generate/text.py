@@ -1,0 +1,112 @@
+"""Plain-text helpers shared by every source: sentences, words, and cheap judgements about them."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# A sentence ends at . ! or ? (plus closing quotes or brackets), before a space and a capital,
+# a digit or an opening quote; a blank line always ends one.
+_END = re.compile(r"""[.!?]+["'\u201d\u2019)\]]*(?=\s+["'\u201c\u2018(]?[A-Z0-9])|\n\s*\n""")
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "mt", "jr", "sr", "prof", "rev", "gen", "col",
+                  "capt", "lt", "sgt", "vs", "etc", "no", "fig", "e.g", "i.e", "approx"}
+
+_FUNCTION_WORDS = set("""a an the and or but of in on at to with from by for is are was were be
+been it its this that these those there here he she they we i you his her their our my your me him
+them us as into over under near while after before".""".split())
+
+# Words that point at something a camera could see: colours, materials, light, bodies, clothes,
+# common objects and places, and verbs of looking, posture and motion.
+VISUAL_WORDS = set("""
+red orange yellow green blue purple pink brown black white grey gray golden silver dark bright pale
+shiny striped spotted wooden stone glass metal brass leather wool cotton silk paper plastic
+light shadow shadows sun sunlight moon moonlight lamp lantern candle fire smoke mist fog rain snow
+face eyes hair beard hand hands arm arms shoulder shoulders feet legs head back smile smiled frown
+coat cloak hat scarf dress shirt jacket boots shoes gloves glasses robe robes uniform
+table chair chairs desk bed sofa couch bench door doors window windows wall walls floor ceiling roof
+stairs room hall kitchen garden gate fence path road street bridge river lake sea beach shore boat
+ship harbour harbor tree trees forest field fields grass flowers hill hills mountain sky clouds
+house cottage castle tower church shop market station train car cars bus bicycle horse dog cat
+bird birds cup plate bowl bottle book books box basket bag sword wand broom map letter clock
+screen shelf shelves fireplace portrait painting statue crowd
+looked look looking stared staring watched watching glanced gazed peered saw see seen
+stood standing sat sitting knelt kneeling lay lying leaned leaning walked walking ran running
+climbed climbing held holding carried carrying wore wearing waved pointed opened closed
+glowing gleaming glittering sparkling shining flickering
+color colour colors colours shape size tall short wide narrow round square small large huge tiny
+finish fabric pattern design printed polished painted carved woven sleek bulky compact
+""".split())
+
+# Capitalised words that are not names, even in the middle of a sentence.
+_NOT_NAMES = set("""I The A An And But Or Of In On At To It He She They We You His Her Their My Your
+Our Its This That These Those There Here Then When What Where Who Why How Yes No Not Mr Mrs Ms Dr
+Sir Madam Lady Lord Professor Captain Uncle Aunt Mum Mom Dad Oh Well OK Chapter Monday Tuesday
+Wednesday Thursday Friday Saturday Sunday January February March April May June July August
+September October November December God English""".split())
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word tokens."""
+    return _WORD.findall(text.lower())
+
+
+def normalize(text: str) -> str:
+    """The text as a duplicate detector sees it: lower case, words only."""
+    return " ".join(words(text))
+
+
+def split_sentences(text: str) -> list[tuple[int, str]]:
+    """Sentences with their character offsets in `text`, internal whitespace collapsed."""
+    spans, start = [], 0
+    for match in _END.finditer(text):
+        before = text[start:match.start()].rsplit(None, 1)
+        if match.group().startswith(".") and before and before[-1].lower().rstrip(".") in _ABBREVIATIONS:
+            continue
+        spans.append((start, match.end()))
+        start = match.end()
+    spans.append((start, len(text)))
+    sentences = []
+    for begin, end in spans:
+        piece = text[begin:end]
+        stripped = piece.strip()
+        if stripped:
+            sentences.append((begin + piece.index(stripped[0]), " ".join(stripped.split())))
+    return sentences
+
+
+def looks_like(text: str, language: str | None) -> bool:
+    """A cheap sanity check that `text` is prose in `language` (only English is checked closely)."""
+    chars = [c for c in text if not c.isspace()]
+    letters = [c for c in chars if c.isalpha()]
+    if not chars or len(letters) < 0.6 * len(chars):
+        return False  # mostly digits, symbols or markup
+    if language != "en":
+        return True
+    tokens = words(text)
+    ascii_letters = sum(c.isascii() for c in letters)
+    return ascii_letters >= 0.9 * len(letters) and (len(tokens) < 4 or any(t in _FUNCTION_WORDS for t in tokens))
+
+
+def is_visual(text: str) -> bool:
+    """Whether the sentence mentions something a photo could show (a lexicon check, not a model)."""
+    return not text.rstrip().endswith("?") and any(w in VISUAL_WORDS for w in words(text))
+
+
+def frequent_names(sentences: list[str], min_count: int = 5, limit: int = 50) -> list[str]:
+    """Capitalised words used mid-sentence at least `min_count` times: a book's characters, mostly."""
+    counts: Counter[str] = Counter()
+    for sentence in sentences:
+        for token in re.findall(r"(?<=[a-z,;] )[A-Z][a-z]{2,}\b", sentence):
+            if token not in _NOT_NAMES:
+                counts[token] += 1
+    return [name for name, n in counts.most_common(limit) if n >= min_count]
+
+
+def name_pattern(names: list[str]) -> re.Pattern | None:
+    """A pattern matching any of the names, or any part of a multi-word name (e.g. 'Voss')."""
+    parts = {names_part for name in names for names_part in [name, *name.split()]
+             if len(names_part) >= 3 and names_part not in _NOT_NAMES}
+    if not parts:
+        return None
+    alternatives = "|".join(sorted(map(re.escape, parts), key=len, reverse=True))
+    return re.compile(rf"\b(?:{alternatives})\b")
