@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -232,7 +233,7 @@ class EmbeddingCache:
             path = folder / f"shard-{index:05d}.safetensors"
             if not path.exists():
                 vecs = self.encoder.encode_texts(texts[start:start + self.shard_size])
-                tmp = path.with_suffix(".tmp")
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several processes may encode at once
                 save_file({"vectors": vecs.contiguous()}, str(tmp))
                 tmp.replace(path)  # atomic: a crash never leaves a half-written shard behind
             shards.append(load_file(str(path))["vectors"])

@@ -111,8 +111,9 @@ def train(vectors: torch.Tensor, rows: Sequence[Row], config: CloseConfig, optio
     if not rows:
         raise UsageError("nothing to train on: no examples", str(options.out_dir), "check the data file")
     out = Path(options.out_dir)
+    # cpu=True without CUDA lets a `torchrun` launch on CPU form a gloo process group.
     accelerator = Accelerator(mixed_precision=_precision(options.mixed_precision),
-                              gradient_accumulation_steps=options.grad_accum)
+                              gradient_accumulation_steps=options.grad_accum, cpu=not torch.cuda.is_available())
     set_seed(options.seed)
     run_meta = {"config": asdict(config), "options": _jsonable(asdict(options)), "rows": len(rows)}
     _check_or_write_run(out, run_meta, options.resume, accelerator.is_main_process)
@@ -132,6 +133,8 @@ def train(vectors: torch.Tensor, rows: Sequence[Row], config: CloseConfig, optio
     if checkpoint:
         step = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler,
                                accelerator.process_index)
+        if accelerator.is_main_process:
+            _truncate_metrics(out / "metrics.jsonl", step)
     sampler = EpochBatches(len(rows), options.batch_size, options.seed, accelerator.process_index,
                            accelerator.num_processes, start=step * options.grad_accum)
     loader = torch.utils.data.DataLoader(RowBatches(vectors, rows, accelerator.unwrap_model(model).batch_builder),
@@ -141,6 +144,7 @@ def train(vectors: torch.Tensor, rows: Sequence[Row], config: CloseConfig, optio
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save(final)
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     return final
 
 
@@ -182,6 +186,13 @@ def _loop(accelerator, model, optimizer, scheduler, loader, step, steps, options
             if step > 0:  # keep what was learned: --resume continues from here
                 save_checkpoint(out, step, accelerator, model, optimizer, scheduler, options.keep_checkpoints)
             raise
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from: they will be written again."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
 
 
 def _warmup_linear(step: int, warmup: int, total: int) -> float:
