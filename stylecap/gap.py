@@ -4,19 +4,34 @@ An adapter is one small ``nn.Module``. In training mode it maps a batch of norma
 vectors towards where image vectors lie, then adds noise and renormalises. In eval mode it is the
 identity: at test time the model reads real image vectors, which need no adapting.
 
-Adding an adapter: subclass :class:`GapAdapter`, give it a ``kind``, implement ``fit`` (from paired
-text/image vectors) and ``shift`` and/or ``sample_noise``, and list it in ``ADAPTERS``.
+Kinds: ``noise`` (CLOSE's Gaussian noise), ``mean-shift`` (add mean image − mean text, then noise),
+``linear`` (ridge map text → image, then noise) and ``covariance`` (mean shift, then noise shaped like
+the covariance of real image − text differences).
+
+Adding an adapter: subclass :class:`GapAdapter`, give it a ``kind``, register its buffers (fixed
+shapes, known from ``dim``) in ``__init__``, implement ``fit`` (from paired text/image vectors) and
+``shift`` and/or ``sample_noise``, and list it in ``ADAPTERS``. Fitted state lives in buffers only, so
+``build_adapter(kind, dim, noise)`` + ``load_state_dict`` restores a fitted adapter anywhere.
+
+A *gap folder* (written by ``stylecap gap fit``) holds ``gap.json`` (statistics of the pairs and of
+each fit) and one ``<kind>.safetensors`` per fitted adapter.
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylecap.errors import UsageError
+from stylecap.errors import InputError, ModelError, UsageError
+
+GAP_FILE = "gap.json"
+GAP_FORMAT = "stylecap-gap"
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # ridge strengths, relative to the mean eigenvalue of XᵀX
 
 
 class GapAdapter(nn.Module):
@@ -33,7 +48,8 @@ class GapAdapter(nn.Module):
     def forward(self, text_vecs: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return text_vecs
-        shifted = self.shift(text_vecs)
+        # Renormalise the shifted vector first, so σ means the same for every kind (see expected_cosine).
+        shifted = F.normalize(self.shift(text_vecs), dim=-1)
         return F.normalize(shifted + self.sample_noise(shifted), dim=-1)
 
     def shift(self, text_vecs: torch.Tensor) -> torch.Tensor:
@@ -57,7 +73,111 @@ class NoiseAdapter(GapAdapter):
     kind = "noise"
 
 
-ADAPTERS: dict[str, type[GapAdapter]] = {cls.kind: cls for cls in (NoiseAdapter,)}
+class MeanShiftAdapter(GapAdapter):
+    """Move text vectors by the mean image − mean text vector of the pairs, then add noise."""
+
+    kind = "mean-shift"
+    needs_fit = True
+
+    def __init__(self, dim: int, noise: float):
+        super().__init__(dim, noise)
+        self.register_buffer("offset", torch.zeros(dim))
+
+    def shift(self, text_vecs: torch.Tensor) -> torch.Tensor:
+        return text_vecs + self.offset
+
+    def fit(self, text_vecs: torch.Tensor, image_vecs: torch.Tensor) -> dict:
+        self.offset.copy_(image_vecs.mean(0) - text_vecs.mean(0))
+        return {"offset_norm": float(self.offset.norm())}
+
+
+class LinearAdapter(GapAdapter):
+    """A linear map text → image (ridge regression, closed form), then noise.
+
+    The ridge strength is picked on a held-out tenth of the pairs; the reported held-out distance
+    and cosine are at that strength (so slightly optimistic), and the final map is refitted on all pairs.
+    """
+
+    kind = "linear"
+    needs_fit = True
+
+    def __init__(self, dim: int, noise: float):
+        super().__init__(dim, noise)
+        self.register_buffer("weight", torch.eye(dim))
+        self.register_buffer("bias", torch.zeros(dim))
+
+    def shift(self, text_vecs: torch.Tensor) -> torch.Tensor:
+        return text_vecs @ self.weight + self.bias
+
+    def fit(self, text_vecs: torch.Tensor, image_vecs: torch.Tensor, held_out: float = 0.1, seed: int = 0) -> dict:
+        x, y = text_vecs.double(), image_vecs.double()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        n_test = max(1, int(len(x) * held_out)) if len(x) >= 10 else 0
+        test, train = order[:n_test], order[n_test:]
+        stats = {"pairs_fit": len(train), "pairs_held_out": n_test}
+        if n_test:
+            scores = {ridge: _distance_cosine(_ridge(x[train], y[train], ridge), x[test], y[test]) for ridge in RIDGE_GRID}
+            ridge = min(scores, key=lambda r: scores[r][0])
+            before = _distance_cosine((torch.eye(x.shape[1], dtype=x.dtype), torch.zeros(x.shape[1], dtype=x.dtype)),
+                                      x[test], y[test])
+            stats.update(ridge=ridge, held_out_distance=scores[ridge][0], held_out_cosine=scores[ridge][1],
+                         held_out_distance_before=before[0], held_out_cosine_before=before[1])
+        else:
+            ridge = 1e-2
+            stats["ridge"] = ridge
+        weight, bias = _ridge(x, y, ridge)
+        self.weight.copy_(weight.float())
+        self.bias.copy_(bias.float())
+        return stats
+
+
+def _ridge(x: torch.Tensor, y: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """argmin_W,b ‖xW + b − y‖² + λ‖W‖², λ = ridge · (mean eigenvalue of the centred XᵀX)."""
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc
+    lam = ridge * float(gram.trace()) / gram.shape[0]
+    weight = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc)
+    return weight, y_mean - x_mean @ weight
+
+
+def _distance_cosine(map_: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    pred = x @ map_[0] + map_[1]
+    return float((pred - y).norm(dim=-1).mean()), float(F.cosine_similarity(pred, y, dim=-1).mean())
+
+
+class CovarianceAdapter(MeanShiftAdapter):
+    """Mean shift, then noise drawn from the covariance Σ of the centred image − text differences.
+
+    The noise moves along the directions in which real pairs differ. ``factor`` holds L with
+    LLᵀ = Σ·D/tr(Σ): the total noise energy stays σ²·D, as for isotropic noise, so σ keeps its meaning.
+    """
+
+    kind = "covariance"
+
+    def __init__(self, dim: int, noise: float):
+        super().__init__(dim, noise)
+        self.register_buffer("factor", torch.eye(dim))
+
+    def sample_noise(self, like: torch.Tensor) -> torch.Tensor:
+        return (torch.randn_like(like) @ self.factor.T) * self.noise
+
+    def fit(self, text_vecs: torch.Tensor, image_vecs: torch.Tensor) -> dict:
+        stats = super().fit(text_vecs, image_vecs)
+        diffs = (image_vecs - text_vecs).double()
+        cov = torch.cov(diffs.T).reshape(self.dim, self.dim)
+        values, vectors = torch.linalg.eigh(cov)
+        values = values.clamp(min=0)
+        scale = self.dim / float(values.sum()) if float(values.sum()) > 0 else 1.0
+        self.factor.copy_((vectors * (values * scale).sqrt()).float())
+        top = values.flip(0) / values.sum().clamp(min=1e-12)
+        stats.update(difference_variance=float(values.sum()), top_component_share=float(top[0]),
+                     effective_rank=float(1.0 / (top ** 2).sum()))
+        return stats
+
+
+ADAPTERS: dict[str, type[GapAdapter]] = {
+    cls.kind: cls for cls in (NoiseAdapter, MeanShiftAdapter, LinearAdapter, CovarianceAdapter)}
 
 
 def build_adapter(kind: str, dim: int, noise: float) -> GapAdapter:
@@ -70,3 +190,114 @@ def build_adapter(kind: str, dim: int, noise: float) -> GapAdapter:
 def expected_cosine(sigma: float, dim: int) -> float:
     """cos(noisy, clean) for a unit vector plus N(0, σ²) noise in ``dim`` dimensions: ≈ 1/√(1+σ²·D)."""
     return 1.0 / math.sqrt(1.0 + sigma * sigma * dim)
+
+
+# ----------------------------------------------------------------------------- σ from the gap
+
+def auto_noise(stats: dict, dim: int) -> float:
+    """σ such that noisy text sits as far from its clean version as images do from their captions.
+
+    cos(noisy, clean) ≈ 1/√(1+σ²D) = c, with c the mean cos(image, own caption), gives
+    σ = √((1/c² − 1)/D); for ViT-L/14 on COCO (c ≈ 0.26, D = 768) that is ≈ 0.13.
+    """
+    c = float(stats["cos_image_caption"])
+    if not 0 < c <= 1:
+        raise ModelError(f"cannot pick σ automatically: mean cos(image, caption) is {c:.3f}", "--noise auto",
+                         "this CLIP does not align pairs; give --noise σ by hand")
+    return math.sqrt((1.0 / (c * c) - 1.0) / dim)
+
+
+def parse_noise(text: str | None) -> float | str | None:
+    """A --noise value: None (the task's default), "auto", or σ ≥ 0."""
+    if text is None or text == "auto":
+        return text
+    try:
+        sigma = float(text)
+    except ValueError:
+        sigma = -1.0
+    if not sigma >= 0:
+        raise UsageError(f"bad noise level '{text}'", "--noise", "give σ ≥ 0 (e.g. 0.12) or 'auto'")
+    return sigma
+
+
+def resolve_noise(noise: float | str | None, gap_dir: Path | None, dim: int) -> tuple[float | None, dict | None]:
+    """(σ, record): σ unchanged unless it is "auto", then picked from the gap folder's statistics."""
+    if noise != "auto":
+        return noise, None
+    if gap_dir is None:
+        raise UsageError("--noise auto needs fitted gap statistics", "--noise auto",
+                         "add --gap GAP (written by `stylecap gap fit`)")
+    meta = read_gap(gap_dir, dim)
+    sigma = auto_noise(meta["statistics"], dim)
+    return sigma, {"sigma": sigma, "gap": str(Path(gap_dir).resolve()), "dim": dim,
+                   "cos_image_caption": meta["statistics"]["cos_image_caption"],
+                   "expected_cos_noisy_clean": expected_cosine(sigma, dim)}
+
+
+# ----------------------------------------------------------------------------- gap folders
+
+def fit_adapters(text_vecs: torch.Tensor, image_vecs: torch.Tensor, kinds=None, noise: float = 0.0) -> dict:
+    """{kind: (fitted adapter, fit statistics)} for every kind that needs a fit (or those asked for)."""
+    kinds = kinds or [kind for kind, cls in ADAPTERS.items() if cls.needs_fit]
+    fitted = {}
+    for kind in kinds:
+        adapter = build_adapter(kind, text_vecs.shape[1], noise)
+        fitted[kind] = (adapter, adapter.fit(text_vecs.float(), image_vecs.float()))
+    return fitted
+
+
+def save_gap(out: Path, fitted: dict, meta: dict) -> Path:
+    """Write a gap folder: ``gap.json`` (meta + each fit's statistics) and ``<kind>.safetensors``."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for kind, (adapter, _) in fitted.items():
+        save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, str(out / f"{kind}.safetensors"))
+    meta = {"format": GAP_FORMAT, "format_version": 1, **meta,
+            "adapters": {kind: stats for kind, (_, stats) in fitted.items()}}
+    (out / GAP_FILE).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def read_gap(gap_dir: Path, dim: int | None = None) -> dict:
+    """A gap folder's ``gap.json``, checked for format and (when given) the CLIP width."""
+    path = Path(gap_dir) / GAP_FILE
+    if not path.is_file():
+        raise InputError(f"not a gap folder: no {GAP_FILE}", str(gap_dir), "write one with `stylecap gap fit`")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"gap statistics are not valid JSON: {exc.msg}", str(path), "refit with `stylecap gap fit`") from None
+    if meta.get("format") != GAP_FORMAT:
+        raise InputError("not a stylecap gap file", str(path), "refit with `stylecap gap fit`")
+    if dim is not None and int(meta["dim"]) != dim:
+        raise ModelError(f"the gap was fitted for a {meta['dim']}-d CLIP, this one is {dim}-d", str(gap_dir),
+                         f"fit the gap with the same CLIP (`stylecap gap fit --clip …`); it was {meta.get('clip')}")
+    return meta
+
+
+def load_fitted_adapter(kind: str, gap_dir: Path | None, noise: float, dim: int) -> GapAdapter:
+    """The adapter of ``kind`` with its fitted state from a gap folder (kinds without a fit need none)."""
+    adapter = build_adapter(kind, dim, noise)
+    if not adapter.needs_fit:
+        return adapter
+    if gap_dir is None:
+        raise UsageError(f"the '{kind}' adapter must be fitted first", "--adapter",
+                         "run `stylecap gap fit --clip … --pairs … --out GAP` and pass --gap GAP")
+    from safetensors.torch import load_file
+
+    meta = read_gap(gap_dir, dim)
+    path = Path(gap_dir) / f"{kind}.safetensors"
+    if kind not in meta.get("adapters", {}) or not path.is_file():
+        raise InputError(f"the gap folder has no fitted '{kind}' adapter", str(gap_dir),
+                         f"refit with `stylecap gap fit --adapters {kind}`")
+    adapter.load_state_dict(load_file(str(path)))
+    return adapter
+
+
+def gap_provenance(gap_dir: Path, kind: str, dim: int) -> dict:
+    """What a saved model records about the gap it was trained with."""
+    meta = read_gap(gap_dir, dim)
+    return {"dir": str(Path(gap_dir).resolve()), "clip": meta.get("clip"), "pairs": meta.get("pairs"),
+            "statistics": meta["statistics"], "fit": meta.get("adapters", {}).get(kind)}

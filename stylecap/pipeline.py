@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from stylecap.encoders import ClipEncoder, EmbeddingCache, load_clip
+from stylecap.gap import gap_provenance, resolve_noise
 from stylecap.model import CloseConfig
 from stylecap.tasks import Example, ReadOptions, get_task
 from stylecap.train import Row, TrainOptions, train
@@ -22,7 +23,7 @@ class ModelChoices:
 
     clip: str = "world"
     lm: str = "tiny-t5"
-    noise: float | None = None
+    noise: float | str | None = None  # σ, "auto" (from the fitted gap) or None (the task's)
     adapter: str = "noise"
     gap: Path | None = None  # fitted adapter statistics (`stylecap gap fit`)
     prefix_len: int = 4
@@ -85,9 +86,14 @@ def train_task(task_name: str, data: Path, choices: ModelChoices, options: Train
     task = get_task(task_name)
     examples = task.read(Path(data), read_options or ReadOptions())
     encoder = load_clip(choices.clip)
+    noise, noise_auto = resolve_noise(choices.noise, choices.gap, encoder.dim)  # "auto": σ from the fitted gap
     texts, rows = rows_from_examples(examples)
     vectors = encode_texts_cached(encoder, texts, progress=options.progress)
-    config = build_config(task_name, choices, encoder.dim)
+    config = build_config(task_name, replace(choices, noise=noise), encoder.dim)
+    if noise_auto:
+        config.extra["noise_auto"] = noise_auto
+    if choices.gap:
+        config.extra["gap"] = gap_provenance(choices.gap, choices.adapter, encoder.dim)
     config.extra.setdefault("data", str(Path(data).resolve()))
     config.extra.setdefault("examples", len(examples))
     model = None

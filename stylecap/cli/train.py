@@ -1,6 +1,7 @@
 """`stylecap train`: text-only CLOSE training for a task."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +22,8 @@ def train(
     batch_size: int = typer.Option(32, help="Examples per micro-batch and process."),
     grad_accum: int = typer.Option(1, help="Micro-batches per optimiser step."),
     lr: float = typer.Option(3e-4, help="Peak learning rate (AdamW, warmup then linear decay)."),
-    noise: Optional[float] = typer.Option(None, help="Noise σ per dimension (default: the task's, scaled to the CLIP width)."),
+    noise: Optional[str] = typer.Option(None, help="Noise σ per dimension, or 'auto' (from --gap statistics; "
+                                        "default: the task's σ scaled to the CLIP width)."),
     adapter: str = typer.Option("noise", help="Gap adapter: noise | mean-shift | linear | covariance."),
     gap: Optional[Path] = typer.Option(None, help="Fitted gap statistics folder from `stylecap gap fit`."),
     prefix_len: int = typer.Option(4, help="Prefix embeddings the CLIP vector becomes."),
@@ -36,13 +38,15 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
     """Train a CLOSE model on text only; caption images with it afterwards."""
+    from stylecap.gap import parse_noise
     from stylecap.pipeline import ModelChoices, train_task
     from stylecap.train import TrainOptions
 
-    choices = ModelChoices(clip=clip, lm=lm, noise=noise, adapter=adapter, gap=gap, prefix_len=prefix_len,
+    choices = ModelChoices(clip=clip, lm=lm, noise=parse_noise(noise), adapter=adapter, gap=gap, prefix_len=prefix_len,
                            mapper=mapper, lora=not full_finetune, lora_r=lora_r, max_target_len=max_target_len)
     options = TrainOptions(out_dir=out, steps=steps, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
                            lr=lr, seed=seed, checkpoint_every=checkpoint_every, mixed_precision=mixed_precision,
                            resume=resume, progress=not quiet)
     model_dir = train_task(task, data, choices, options)
-    typer.echo(f"model saved to {model_dir}")
+    if os.environ.get("RANK", "0") == "0":  # one line, not one per process under torchrun/accelerate
+        typer.echo(f"model saved to {model_dir}")

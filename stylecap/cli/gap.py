@@ -1,0 +1,109 @@
+"""`stylecap gap fit | analyze | sweep`: measure a CLIP's modality gap and fit the adapters that cross it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from stylecap.cli import app
+
+gap_app = typer.Typer(help="Measure the image–text gap of a CLIP, fit gap adapters, sweep σ / adapters.",
+                      no_args_is_help=True)
+app.add_typer(gap_app, name="gap")
+
+CLIP_HELP = "CLIP: 'world' (built-in), NAME:TAG (e.g. ViT-L-14:openai), or a folder."
+PAIRS_HELP = "Image–caption pairs: JSONL of {\"image\", \"caption\"} or a Karpathy dataset_coco.json."
+IMAGES_HELP = "Folder the pairs' image paths start from (default: the pairs file's folder)."
+
+
+def _source(clip: str, pairs: Path, images: Optional[Path], split: Optional[str], limit: Optional[int], quiet: bool):
+    from stylecap.gap_analysis import PairSource
+
+    return PairSource(clip=clip, pairs=pairs, images=images, split=split, limit=limit, progress=not quiet)
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@gap_app.command()
+def fit(
+    pairs: Path = typer.Option(..., help=PAIRS_HELP),
+    out: Path = typer.Option(Path("runs/gap"), help="Gap folder to write (gap.json + <adapter>.safetensors)."),
+    clip: str = typer.Option("world", help=CLIP_HELP),
+    images: Optional[Path] = typer.Option(None, help=IMAGES_HELP),
+    split: Optional[str] = typer.Option(None, help="Only pairs of this split (Karpathy 'split' / JSONL 'split')."),
+    limit: Optional[int] = typer.Option(None, help="At most this many images."),
+    adapters: str = typer.Option("mean-shift,linear,covariance", help="Adapters to fit, comma-separated."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+) -> None:
+    """Fit the gap adapters on image–caption pairs; `stylecap train --adapter KIND --gap OUT` uses them."""
+    from stylecap.gap_analysis import fit_gap
+
+    meta = fit_gap(_source(clip, pairs, images, split, limit, quiet), out, _csv(adapters))
+    stats = meta["statistics"]
+    typer.echo(f"{stats['pairs']} pairs, {stats['images']} images: cos(image, caption) "
+               f"{stats['cos_image_caption']:.3f}, auto σ {meta['noise']['auto_sigma']:.4f}")
+    for kind, fit_stats in meta["adapters"].items():
+        typer.echo(f"  {kind}: " + ", ".join(f"{k} {v:.4g}" for k, v in fit_stats.items()))
+    typer.echo(f"gap saved to {out}")
+
+
+@gap_app.command()
+def analyze(
+    pairs: Path = typer.Option(..., help=PAIRS_HELP),
+    out: Path = typer.Option(Path("runs/gap-analysis"), help="Folder for analysis.json and the PNG plots."),
+    clip: str = typer.Option("world", help=CLIP_HELP),
+    images: Optional[Path] = typer.Option(None, help=IMAGES_HELP),
+    split: Optional[str] = typer.Option(None, help="Only pairs of this split."),
+    limit: Optional[int] = typer.Option(None, help="At most this many images."),
+    noise: Optional[float] = typer.Option(None, help="σ for the adapter plots (default: the auto σ)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+) -> None:
+    """Print and save the gap statistics of a CLIP on pairs, with PCA, correlation and projection plots."""
+    from stylecap.gap_analysis import analyze_gap
+
+    report = analyze_gap(_source(clip, pairs, images, split, limit, quiet), out, noise)
+    typer.echo(json.dumps({"statistics": report["statistics"], "noise": report["noise"],
+                           "adapters_in_sample": report["adapters_in_sample"]}, indent=2))
+    typer.echo(f"report and plots saved to {out}")
+
+
+@gap_app.command()
+def sweep(
+    train: Path = typer.Option(..., help="Training captions (pairs file; only the captions are read)."),
+    test: Path = typer.Option(..., help="Held-out image–caption pairs to score on (CIDEr-D)."),
+    pairs: Optional[Path] = typer.Option(None, help="Pairs to fit the gap on (needed for fitted adapters / auto σ)."),
+    out: Path = typer.Option(Path("runs/gap-sweep"), help="Sweep folder (one run per setting, sweep.json, sweep.md)."),
+    clip: str = typer.Option("world", help=CLIP_HELP),
+    lm: str = typer.Option("tiny-t5", help="Language model for every run."),
+    images: Optional[Path] = typer.Option(None, help=IMAGES_HELP),
+    train_split: Optional[str] = typer.Option("train", help="Split of --train (when its records name splits)."),
+    test_split: Optional[str] = typer.Option("test", help="Split of --test."),
+    pairs_split: Optional[str] = typer.Option("pairs", help="Split of --pairs."),
+    sigmas: str = typer.Option("0,auto", help="Noise levels for the noise adapter, comma-separated (σ or 'auto')."),
+    adapters: str = typer.Option("", help="Fitted adapters to add, e.g. mean-shift,linear,covariance."),
+    adapter_noise: str = typer.Option("auto", help="σ used with the fitted adapters (σ or 'auto')."),
+    image_trained: bool = typer.Option(False, "--image-trained", help="Add a reference model trained on images."),
+    steps: int = typer.Option(500, help="Optimiser steps per run."),
+    batch_size: int = typer.Option(32, help="Batch size per run."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate per run."),
+    num_beams: int = typer.Option(1, help="Beams when captioning the test images."),
+    test_limit: Optional[int] = typer.Option(None, help="At most this many test images."),
+    seed: int = typer.Option(0, help="Seed of every run."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+) -> None:
+    """Train the same text-only captioner per σ / adapter and tabulate held-out image CIDEr."""
+    from stylecap.gap import parse_noise
+    from stylecap.gap_sweep import SweepSpec, format_table, run_sweep
+
+    spec = SweepSpec(clip=clip, lm=lm, train=train, test=test, pairs=pairs, images=images, train_split=train_split,
+                     test_split=test_split, pairs_split=pairs_split, sigmas=[parse_noise(s) for s in _csv(sigmas)],
+                     adapters=_csv(adapters), adapter_noise=parse_noise(adapter_noise), image_trained=image_trained,
+                     steps=steps, batch_size=batch_size, lr=lr, num_beams=num_beams, test_limit=test_limit,
+                     seed=seed, progress=not quiet)
+    rows = run_sweep(spec, out)
+    typer.echo(format_table(rows))
+    typer.echo(f"sweep saved to {out}")

@@ -1,0 +1,287 @@
+"""Measuring the modality gap of a CLIP on image–caption pairs: statistics, PCA, plots, and the
+``gap fit`` / ``gap analyze`` library functions.
+
+Pairs come from a JSONL file of ``{"image": path, "caption": text}`` records (image paths relative
+to ``--images`` or to the file's folder) or a Karpathy-split COCO file (``dataset_coco.json``:
+``images[].filepath/filename/split/sentences[].raw``, paths relative to ``--images``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from stylecap.errors import InputError
+from stylecap.gap import ADAPTERS, auto_noise, expected_cosine, fit_adapters, save_gap
+
+
+@dataclass
+class Pairs:
+    """Image–caption pairs: ``images`` are unique paths, ``image_of[i]`` the image of caption ``i``."""
+
+    images: list[Path]
+    captions: list[str]
+    image_of: list[int]
+
+
+def read_pairs(path: Path, images: Path | None = None, split: str | None = None, limit: int | None = None) -> Pairs:
+    """Pairs from a JSONL or Karpathy JSON file, keeping ``split`` when records name one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("pairs file not found", str(path), "give a JSONL of {image, caption} or dataset_coco.json")
+    root = Path(images) if images else path.parent
+    records = _karpathy_records(path) if path.suffix == ".json" else _jsonl_records(path)
+    if split is not None and any(r[2] is not None for r in records):
+        records = [r for r in records if r[2] == split]
+    index: dict[str, int] = {}
+    captions, image_of = [], []
+    for image, caption, _ in records:
+        if limit is not None and image not in index and len(index) >= limit:
+            continue
+        image_of.append(index.setdefault(image, len(index)))
+        captions.append(caption)
+    if not captions:
+        raise InputError("no image–caption pairs found" + (f" in split '{split}'" if split else ""), str(path),
+                         "check the file (and --split)")
+    return Pairs([root / image for image in index], captions, image_of)
+
+
+def _jsonl_records(path: Path) -> list[tuple[str, str, str | None]]:
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"malformed JSON: {exc.msg}", f"{path}:{number}", "fix or delete that line") from None
+            if not isinstance(record, dict) or not isinstance(record.get("image"), str) \
+                    or not isinstance(record.get("caption"), str):
+                raise InputError("a pair needs string fields 'image' and 'caption'", f"{path}:{number}",
+                                 'write records like {"image": "img/1.jpg", "caption": "a dog"}')
+            records.append((record["image"], record["caption"].strip(), record.get("split")))
+    return records
+
+
+def _karpathy_records(path: Path) -> list[tuple[str, str, str | None]]:
+    try:
+        images = json.loads(path.read_text(encoding="utf-8"))["images"]
+        return [(str(Path(image.get("filepath", "")) / image["filename"]), sentence["raw"].strip(), image.get("split"))
+                for image in images for sentence in image["sentences"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"not a Karpathy caption file ({type(exc).__name__}: {exc})", str(path),
+                         "expected images[].filename and images[].sentences[].raw") from None
+
+
+def encode_pairs(encoder, pairs: Pairs, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text vectors, image vectors), one row per caption (image vectors repeated per caption)."""
+    from stylecap.pipeline import encode_texts_cached
+
+    missing = next((p for p in pairs.images if not p.is_file()), None)
+    if missing is not None:
+        raise InputError("image not found", str(missing), "point --images at the folder the pairs' paths start from")
+    text = encode_texts_cached(encoder, pairs.captions, progress=progress)
+    image = encoder.encode_images(pairs.images)
+    return text, image[torch.tensor(pairs.image_of)]
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def _mean_unrelated_cosine(vecs: torch.Tensor, groups: torch.Tensor) -> float:
+    """Mean cosine over all pairs of vectors from different groups, exactly, in O(N·D)."""
+    total = float(vecs.sum(0).double().norm() ** 2)
+    sums = torch.zeros(int(groups.max()) + 1, vecs.shape[1], dtype=torch.float64).index_add_(0, groups, vecs.double())
+    counts = torch.bincount(groups).double()
+    within = float((sums.norm(dim=1) ** 2).sum())
+    n_pairs = float(len(vecs) ** 2 - (counts ** 2).sum())
+    return (total - within) / n_pairs if n_pairs > 0 else float("nan")
+
+
+def pca_of_differences(text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Explained-variance ratios (descending) of the PCA of the centred image − text differences."""
+    diffs = (image - text).double()
+    values = torch.linalg.eigvalsh(torch.cov(diffs.T).reshape(diffs.shape[1], -1)).flip(0).clamp(min=0)
+    return values / values.sum().clamp(min=1e-12)
+
+
+def gap_statistics(text: torch.Tensor, image: torch.Tensor, image_of: list[int]) -> dict:
+    """The gap in numbers: paired and unrelated cosines, the mean difference, its principal components."""
+    groups = torch.tensor(image_of)
+    n_images = int(groups.max()) + 1
+    row_of_image = torch.empty(n_images, dtype=torch.long)
+    row_of_image[groups] = torch.arange(len(groups))  # any row of an image will do: its vector repeats
+    images = image[row_of_image]
+    paired = (text * image).sum(1)
+    ratios = pca_of_differences(text, image)
+    cumulative = ratios.cumsum(0)
+    dim = text.shape[1]
+    return {
+        "pairs": len(text), "images": n_images, "dim": dim,
+        "cos_image_caption": float(paired.mean()),
+        "cos_caption_unrelated_caption": _mean_unrelated_cosine(text, groups),
+        "cos_image_unrelated_image": _mean_unrelated_cosine(images, torch.arange(n_images)),
+        "cos_image_unrelated_caption": float(text.sum(0) @ images.sum(0) - paired.sum())
+        / max(1, len(text) * (n_images - 1)),
+        "mean_difference_norm": float((image.mean(0) - text.mean(0)).norm()),
+        "mean_pair_distance": float((image - text).norm(dim=1).mean()),
+        "pca_explained_variance": [round(float(r), 6) for r in ratios[:20]],
+        "pca_cumulative": {str(k): float(cumulative[k - 1]) for k in (1, 2, 5, 10, 20, 50) if k <= dim},
+        "pca_components_for_90pct": int((cumulative < 0.9).sum()) + 1,
+    }
+
+
+def noise_report(stats: dict, sigma: float | None = None) -> dict:
+    """The σ that ``--noise auto`` picks here, and what a given σ does (cos(noisy, clean))."""
+    auto = auto_noise(stats, stats["dim"])
+    report = {"auto_sigma": auto, "expected_cos_noisy_clean_at_auto": expected_cosine(auto, stats["dim"])}
+    if sigma is not None:
+        report.update(sigma=sigma, expected_cos_noisy_clean=expected_cosine(sigma, stats["dim"]))
+    return report
+
+
+def adapter_effects(text: torch.Tensor, image: torch.Tensor, adapters: dict, seed: int = 0) -> dict:
+    """Mean cos(adapted text, own image) per adapter: shift only, and shift + noise (as in training)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    effects = {"none": {"cos_shift_only": float((text * image).sum(1).mean())}}
+    for kind, adapter in adapters.items():
+        adapter.train()
+        with torch.no_grad():
+            shifted = F.normalize(adapter.shift(text), dim=-1)
+            noisy = adapter(text)
+        effects[kind] = {"cos_shift_only": float((shifted * image).sum(1).mean()),
+                         "cos_with_noise": float((noisy * image).sum(1).mean()),
+                         "cos_noisy_clean_text": float((noisy * text).sum(1).mean())}
+    return effects
+
+
+# ----------------------------------------------------------------------------- plots
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pca(ratios: torch.Tensor, path: Path, k: int = 50) -> Path:
+    plt = _pyplot()
+    k = min(k, len(ratios))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(range(1, k + 1), ratios[:k].numpy(), color="tab:blue", label="per component")
+    ax.plot(range(1, k + 1), ratios[:k].cumsum(0).numpy(), color="tab:orange", marker=".", label="cumulative")
+    ax.set(xlabel="principal component of image − text differences", ylabel="explained variance", ylim=(0, 1))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_correlation(text: torch.Tensor, image: torch.Tensor, path: Path, k: int = 20) -> Path:
+    """Pearson correlation of the ``k`` difference features most correlated with some other one."""
+    plt = _pyplot()
+    corr = torch.corrcoef((image - text).double().T).nan_to_num(0)
+    strength = (corr.abs() - torch.eye(len(corr), dtype=corr.dtype)).max(1).values
+    top = strength.argsort(descending=True)[: min(k, len(corr))].sort().values
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    shown = ax.imshow(corr[top][:, top].numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+    labels = [str(int(i)) for i in top]
+    ax.set_xticks(range(len(top)), labels, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(top)), labels, fontsize=6)
+    ax.set_title("correlation of the most related difference features", fontsize=9)
+    fig.colorbar(shown, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_projection(text: torch.Tensor, image: torch.Tensor, adapters: dict, path: Path,
+                    points: int = 400, seed: int = 0) -> Path:
+    """Image and text vectors on the first two principal axes of both, before and after each adapter."""
+    plt = _pyplot()
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(text), generator=generator)[:points]
+    text, image = text[rows], image[rows]
+    both = torch.cat([text, image])
+    centre = both.mean(0)
+    axes2d = torch.linalg.svd(both - centre, full_matrices=False).Vh[:2].T
+    panels = {"no adapter": text}
+    torch.manual_seed(seed)
+    for kind, adapter in adapters.items():
+        with torch.no_grad():
+            panels[kind] = adapter.train()(text)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharex=True, sharey=True, squeeze=False)
+    for ax, (name, vecs) in zip(axes[0], panels.items()):
+        for data, colour, label in ((image, "tab:green", "image"), (vecs, "tab:blue", "text")):
+            xy = ((data - centre) @ axes2d).numpy()
+            ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.5, color=colour, label=label)
+        ax.set_title(name, fontsize=9)
+    axes[0][0].legend(fontsize=7, markerscale=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- commands
+
+@dataclass
+class PairSource:
+    """Where ``gap fit`` / ``gap analyze`` read pairs from, and with which CLIP."""
+
+    clip: str
+    pairs: Path
+    images: Path | None = None
+    split: str | None = None
+    limit: int | None = None  # at most this many images
+    progress: bool = True
+
+
+def _encoded(source: PairSource):
+    from stylecap.encoders import load_clip
+
+    encoder = load_clip(source.clip)
+    pairs = read_pairs(source.pairs, source.images, source.split, source.limit)
+    text, image = encode_pairs(encoder, pairs, progress=source.progress)
+    return encoder, pairs, text, image
+
+
+def _provenance(encoder, source: PairSource, stats: dict) -> dict:
+    return {"clip": source.clip, "clip_identity": encoder.identity, "dim": encoder.dim,
+            "pairs": {"file": str(Path(source.pairs).resolve()), "split": source.split,
+                      "pairs": stats["pairs"], "images": stats["images"]}}
+
+
+def fit_gap(source: PairSource, out: Path, kinds: list[str] | None = None) -> dict:
+    """Statistics and fitted adapters of a CLIP's gap, written to a gap folder; returns its gap.json."""
+    encoder, pairs, text, image = _encoded(source)
+    stats = gap_statistics(text, image, pairs.image_of)
+    fitted = fit_adapters(text, image, kinds)
+    meta = {**_provenance(encoder, source, stats), "statistics": stats, "noise": noise_report(stats)}
+    save_gap(out, fitted, meta)
+    return json.loads((Path(out) / "gap.json").read_text())
+
+
+def analyze_gap(source: PairSource, out: Path, noise: float | None = None) -> dict:
+    """The gap report (``analysis.json``) and its plots (PNG) in ``out``; returns the report."""
+    encoder, pairs, text, image = _encoded(source)
+    stats = gap_statistics(text, image, pairs.image_of)
+    sigma = auto_noise(stats, encoder.dim) if noise is None else noise
+    adapters = {kind: adapter for kind, (adapter, _) in fit_adapters(text, image, list(ADAPTERS), sigma).items()}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = [plot_pca(pca_of_differences(text, image), out / "pca_variance.png"),
+             plot_correlation(text, image, out / "difference_correlation.png"),
+             plot_projection(text, image, adapters, out / "projection.png")]
+    report = {**_provenance(encoder, source, stats), "statistics": stats, "noise": noise_report(stats, sigma),
+              "adapters_in_sample": adapter_effects(text, image, adapters), "plots": [p.name for p in plots]}
+    (out / "analysis.json").write_text(json.dumps(report, indent=2))
+    return report
