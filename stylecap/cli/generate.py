@@ -8,7 +8,15 @@ import typer
 
 from stylecap.cli import app, err_console
 from stylecap.cli.bench import bench_app
-from stylecap.errors import EXIT_PARTIAL
+from stylecap.errors import EXIT_PARTIAL, StylecapError
+
+
+
+class PartialRun(StylecapError):
+    """The run finished, but some inputs failed (each is recorded; the next run retries them)."""
+
+    exit_code = EXIT_PARTIAL
+
 
 corpus_app = typer.Typer(help="Inspect style corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
@@ -35,6 +43,8 @@ def generate_command(
     temperature: float = typer.Option(1.0),
     timeout: float = typer.Option(60.0, help="Seconds per request or page"),
     max_attempts: int = typer.Option(6, min=1, help="Attempts per input before it counts as failed"),
+    backoff: float = typer.Option(0.5, min=0.0, help="Longest wait before a first retry, in seconds; "
+                                  "doubles with each attempt (with jitter)"),
     retry_budget: Optional[int] = typer.Option(None, min=0, help="Retries in the whole run "
                                                "(default: 100 + a quarter of the inputs)"),
     price_in: Optional[float] = typer.Option(None, help="Dollars per million prompt tokens"),
@@ -54,7 +64,7 @@ def generate_command(
 
     llm = LLMSettings(model=model, base_url=base_url, concurrency=concurrency, requests_per_minute=rpm,
                       tokens_per_minute=tpm, max_tokens=max_tokens, temperature=temperature,
-                      timeout=timeout, max_attempts=max_attempts, retry_budget=retry_budget,
+                      timeout=timeout, max_attempts=max_attempts, backoff=backoff, retry_budget=retry_budget,
                       price_in=price_in, price_out=price_out)
     web = WebSettings(timeout=timeout, max_bytes=max_bytes, per_host_rate=per_host_rate, concurrency=concurrency)
     options = SourceOptions(inputs=input, subjects=subject, samples=samples, text_column=text_column,
@@ -67,9 +77,8 @@ def generate_command(
         return
     show_summary(result, err_console)
     if result["inputs"]["failed"]:
-        err_console.print(f"{result['inputs']['failed']} inputs failed (reasons above); "
-                          "run the same command again to retry them")
-        raise typer.Exit(EXIT_PARTIAL)
+        raise PartialRun(f"{result['inputs']['failed']} inputs failed (reasons above)",
+                         fix="run the same command again to retry them")
 
 
 @corpus_app.command("stats")

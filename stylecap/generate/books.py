@@ -39,6 +39,11 @@ def story_span(text: str) -> tuple[int, int]:
     return start, end
 
 
+def without_headings(text: str) -> str:
+    """`text` with chapter headings blanked out (same length, so offsets still point into it)."""
+    return _HEADING.sub(lambda m: " " * len(m.group()), text)
+
+
 def _epub_text(data: bytes) -> str:
     with zipfile.ZipFile(io.BytesIO(data)) as book:
         container = ElementTree.fromstring(book.read("META-INF/container.xml"))

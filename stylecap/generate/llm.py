@@ -41,6 +41,7 @@ class LLMSettings:
     temperature: float = 1.0
     timeout: float = 60.0  # seconds per request
     max_attempts: int = 6  # per input
+    backoff: float = 0.5  # seconds: the longest first wait between attempts, doubled each time
     retry_budget: int | None = None  # retries in the whole run; None: 100 + a quarter of the inputs
     price_in: float | None = None  # dollars per million prompt tokens
     price_out: float | None = None
@@ -136,7 +137,7 @@ class LLM:
                                "run the same command again to resume, or raise --retry-budget")
         self.retries_left -= 1
         self.tally.retried += 1
-        delay = backoff(attempt, retry_after=retry_after)
+        delay = backoff(attempt, base=self.settings.backoff, retry_after=retry_after)
         if kind == "HTTP 429":
             self.requests.pause(delay)
         await asyncio.sleep(delay)

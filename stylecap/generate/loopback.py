@@ -89,6 +89,7 @@ class LoopbackLLM:
             pending = asyncio.all_tasks(self._loop)
             for task in pending:
                 task.cancel()
+            asyncio.set_event_loop(self._loop)
             self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.close()
 
@@ -107,7 +108,7 @@ class LoopbackLLM:
             writer.close()
 
     async def _answer(self, method: str, path: str, body: bytes) -> tuple[int, dict, bytes]:
-        if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
+        if method != "POST" or path.rstrip("/") != "/v1/chat/completions":
             return 404, {}, _json({"error": {"message": f"no route {method} {path}"}})
         self.requests += 1
         fault = self.faults.get(self.requests)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from stylecap.errors import UsageError
-from stylecap.generate.books import book_text, story_span
+from stylecap.generate.books import book_text, story_span, without_headings
 from stylecap.generate.llm import LLM, ItemFailed, LLMSettings, clean_reply, estimate_tokens
 from stylecap.generate.progress import Tally
 from stylecap.generate.styles import Style
@@ -149,7 +149,7 @@ class BooksSource(_FoundTextSource):
         data = (await self.fetch(where)).body if _is_url(where) else Path(where).read_bytes()
         text = book_text(data)
         start, end = story_span(text)
-        found = self.found(text[start:end], {"file": where}, min_name_count=5)
+        found = self.found(without_headings(text[start:end]), {"file": where}, min_name_count=5)
         for candidate in found:
             candidate.provenance["offset"] += start
         return found

@@ -93,13 +93,15 @@ def is_visual(text: str) -> bool:
 
 
 def frequent_names(sentences: list[str], min_count: int = 5, limit: int = 50) -> list[str]:
-    """Capitalised words used mid-sentence at least `min_count` times: a book's characters, mostly."""
-    counts: Counter[str] = Counter()
-    for sentence in sentences:
-        for token in re.findall(r"(?<=[a-z,;] )[A-Z][a-z]{2,}\b", sentence):
-            if token not in _NOT_NAMES:
-                counts[token] += 1
+    """A text's frequent names: capitalised words used at least `min_count` times that never
+    appear in lower case in it (so 'The' or 'Behind' at the start of a sentence are not names)."""
+    tokens = [t for sentence in sentences for t in _NAME_TOKEN.findall(sentence)]
+    lower = {t for t in tokens if t[0].islower()}
+    counts = Counter(t for t in tokens if t[0].isupper() and t.lower() not in lower and t not in _NOT_NAMES)
     return [name for name, n in counts.most_common(limit) if n >= min_count]
+
+
+_NAME_TOKEN = re.compile(r"\b[A-Za-z][a-z]{2,}\b")
 
 
 def name_pattern(names: list[str]) -> re.Pattern | None:
