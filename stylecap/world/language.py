@@ -1,0 +1,232 @@
+"""Text about a scene: captions, style voices, VQA questions, entailment hypotheses, news records.
+
+Every writer fills templates from vocab.json. A template names objects through slots A, B, C
+(a full mention: "a small red circle") and the_A… (a back-reference: "the circle"); {rel} is a
+relation of A to B and {rel2} of C to B. A template is used for a scene only when its slots are
+exactly the scene's objects, so every caption names every object, and relations are drawn only
+from those true in the scene.
+"""
+from __future__ import annotations
+
+import random
+import re
+from functools import lru_cache
+from typing import NamedTuple
+
+from stylecap.world.scenes import Obj, Scene, relation_holds, relations_between, vocab
+
+LETTERS = "ABC"
+_SLOT = re.compile(r"\{(?:the_)?([ABC])\}")
+
+
+class Described(NamedTuple):
+    """A text and the relations it states, as (subject, relation, object) scene objects."""
+
+    text: str
+    relations: tuple[tuple[Obj, str, Obj], ...]
+
+
+def _slots(template: str) -> set[str]:
+    return set(_SLOT.findall(template))
+
+
+@lru_cache(maxsize=None)
+def _phrases(n: int) -> tuple[str, ...]:
+    """The scene phrases ("{A} {rel} {B}") that name exactly ``n`` objects."""
+    return tuple(p for p in vocab()["captions"]["phrases"] if _slots(p) == set(LETTERS[:n]))
+
+
+@lru_cache(maxsize=None)
+def _templates(n: int) -> tuple[str, ...]:
+    """The neutral caption templates that name exactly ``n`` objects."""
+    return tuple(t for t in vocab()["captions"]["templates"]
+                 if (_phrases(n) if "{phrase}" in t else _slots(t) == set(LETTERS[:n])))
+
+
+def _article(words: str) -> str:
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+def mention(obj: Obj, rng: random.Random, with_size: bool = True) -> str:
+    """A full indefinite mention: "a small red circle" (size optional for questions)."""
+    v = vocab()
+    words = [rng.choice(v["colours"][obj.colour]["words"]), rng.choice(v["shapes"][obj.shape])]
+    if with_size:
+        words.insert(0, rng.choice(v["sizes"][obj.size]["words"]))
+    return _article(" ".join(words))
+
+
+def short_ref(obj: Obj, rng: random.Random) -> str:
+    """A definite back-reference to an object already named: "the circle", "the red circle"."""
+    v = vocab()
+    shape = rng.choice(v["shapes"][obj.shape])
+    if rng.random() < 0.5:
+        return f"the {shape}"
+    return f"the {rng.choice(v['colours'][obj.colour]['words'])} {shape}"
+
+
+def _relation_words(a: Obj, b: Obj, rng: random.Random) -> tuple[str, str]:
+    rel = rng.choice(relations_between(a, b))
+    return rel, rng.choice(vocab()["relations"][rel])
+
+
+def describe(template: str, scene: Scene, rng: random.Random) -> Described:
+    """Fill one template (which may hold {phrase}) with the scene's objects in a random order."""
+    n = len(scene.objects)
+    if "{phrase}" in template:
+        template = template.replace("{phrase}", rng.choice(_phrases(n)))
+    objs = dict(zip(LETTERS, rng.sample(scene.objects, n)))
+    values = {"bg": rng.choice(vocab()["backgrounds"][scene.background]["words"])}
+    for letter, obj in objs.items():
+        values[letter], values[f"the_{letter}"] = mention(obj, rng), short_ref(obj, rng)
+    stated = []
+    for slot, subject in (("rel", "A"), ("rel2", "C")):
+        if "{" + slot + "}" in template:
+            rel, values[slot] = _relation_words(objs[subject], objs["B"], rng)
+            stated.append((objs[subject], rel, objs["B"]))
+    return Described(_sentence_case(template.format(**values)), tuple(stated))
+
+
+def _sentence_case(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def captions(scene: Scene, rng: random.Random, n: int = 5) -> list[Described]:
+    """``n`` distinct neutral captions, each naming every object."""
+    templates = _templates(len(scene.objects))
+    return _distinct(lambda: describe(rng.choice(templates), scene, rng), n)
+
+
+def _distinct(draw, n: int, tries: int = 50) -> list:
+    """Up to ``n`` results of ``draw()`` with distinct first fields (texts), in draw order."""
+    seen: dict[str, object] = {}
+    for _ in range(tries):
+        item = draw()
+        seen.setdefault(item[0], item)
+        if len(seen) == n:
+            break
+    return list(seen.values())
+
+
+def voice_caption(scene: Scene, voice: str, rng: random.Random) -> Described:
+    """The scene in a style voice ("I see a small red circle…"), still naming every object."""
+    return describe(rng.choice(vocab()["voices"][voice]["templates"]), scene, rng)
+
+
+def questions(scene: Scene, rng: random.Random, n: int = 5) -> list[tuple[str, str, str]]:
+    """Up to ``n`` distinct VQA (question, answer, template kind) triples with exact answers."""
+    askers = [_ask_colour, _ask_shape, _ask_size, _ask_count, _ask_count_size, _ask_exists]
+    if len(scene.objects) > 1:
+        askers += [_ask_relation, _ask_where]
+    return _distinct(lambda: rng.choice(askers)(scene, rng), n)
+
+
+def _q(kind: str, **values) -> str:
+    return vocab()["vqa"][kind].format(**values)
+
+
+def _name(obj: Obj) -> str:
+    return f"{obj.colour} {obj.shape}"
+
+
+def _ask_colour(scene, rng):
+    obj = rng.choice(scene.objects)
+    return _q("colour", shape=obj.shape), obj.colour, "colour"
+
+
+def _ask_shape(scene, rng):
+    obj = rng.choice(scene.objects)
+    return _q("shape", colour=obj.colour), obj.shape, "shape"
+
+
+def _ask_size(scene, rng):
+    obj = rng.choice(scene.objects)
+    return _q("size", colour=obj.colour, shape=obj.shape), obj.size, "size"
+
+
+def _ask_count(scene, rng):
+    return _q("count"), str(len(scene.objects)), "count"
+
+
+def _ask_count_size(scene, rng):
+    size = rng.choice(list(vocab()["sizes"]))
+    return _q("count_size", size=size), str(sum(o.size == size for o in scene.objects)), "count_size"
+
+
+def _ask_exists(scene, rng):
+    if rng.random() < 0.5:
+        obj = rng.choice(scene.objects)
+        return _q("exists", obj=_article(_name(obj))), "yes", "exists"
+    present = {(o.colour, o.shape) for o in scene.objects}
+    v = vocab()
+    absent = [(c, s) for c in v["colours"] for s in v["shapes"] if (c, s) not in present]
+    colour, shape = rng.choice(absent)
+    return _q("exists", obj=_article(f"{colour} {shape}")), "no", "exists"
+
+
+def _ask_relation(scene, rng):
+    a, b = rng.sample(scene.objects, 2)
+    rel = rng.choice(list(vocab()["relations"]))
+    answer = "yes" if relation_holds(a, rel, b) else "no"
+    return _q("relation_yn", A=_name(a), rel=vocab()["relations"][rel][0], B=_name(b)), answer, "relation_yn"
+
+
+def _ask_where(scene, rng):
+    # Only pairs in one row or column: there "where" has a single right answer.
+    pairs = [(a, b) for a in scene.objects for b in scene.objects
+             if a is not b and len(relations_between(a, b)) == 1]
+    if not pairs:
+        return _ask_relation(scene, rng)
+    a, b = rng.choice(pairs)
+    return _q("where", A=_name(a), B=_name(b)), relations_between(a, b)[0], "where"
+
+
+LABELS = ("entailment", "neutral", "contradiction")
+
+
+def hypotheses(scene: Scene, premise: Described, rng: random.Random) -> list[tuple[str, str]]:
+    """One (hypothesis, label) per label, judged against the premise caption and the scene.
+
+    Entailments and contradictions only touch what the premise states (its objects, attributes
+    and relations), so the label is the same whether the premise is the caption or the image.
+    """
+    e = vocab()["entailment"]
+    obj = rng.choice(scene.objects)
+    n = len(scene.objects)
+    true, false = [], []
+    for attribute in ("colour", "size"):
+        table = vocab()[attribute + "s"]
+        wrong = rng.choice([k for k in table if k != getattr(obj, attribute)])
+        true.append(("attribute", {"shape": obj.shape, "value": getattr(obj, attribute)}))
+        false.append(("attribute", {"shape": obj.shape, "value": wrong}))
+    true.append(("exists", {"obj": mention(obj, rng)}))
+    for a, rel, b in premise.relations:
+        true.append(("relation", {"A": _name(a), "rel": rng.choice(vocab()["relations"][rel]), "B": _name(b)}))
+        inverse = vocab()["inverse_relation"][rel]
+        false.append(("relation", {"A": _name(a), "rel": rng.choice(vocab()["relations"][inverse]), "B": _name(b)}))
+    numbers = vocab()["numbers"]
+    if n > 1:
+        true.append(("count", {"n": numbers[n]}))
+    false.append(("count", {"n": numbers[rng.choice([k for k in (2, 3, 4) if k != n])]}))
+    neutral = ("neutral", {"shape": obj.shape})
+    chosen = {"entailment": rng.choice(true), "neutral": neutral, "contradiction": rng.choice(false)}
+    return [(_sentence_case(rng.choice(e[kind]).format(**values)), label)
+            for label, (kind, values) in chosen.items()]
+
+
+def news(scene: Scene, rng: random.Random) -> tuple[str, str]:
+    """A Visual-News-style (article, caption): the article names an invented event and place;
+    the caption says what the picture shows at that event."""
+    nv = vocab()["news"]
+    names = {"event": rng.choice(nv["event_kinds"]).format(Name=_invented_name(rng)),
+             "place": rng.choice(nv["place_kinds"]).format(Name=_invented_name(rng)),
+             "day": rng.choice(nv["days"])}
+    article = " ".join(sentence.format(**names) for sentence in nv["article"])
+    template = rng.choice(nv["captions"]).replace("{event}", names["event"]).replace(
+        "{place}", names["place"]).replace("{day}", names["day"])
+    return article, describe(template, scene, rng).text
+
+
+def _invented_name(rng: random.Random) -> str:
+    syllables = vocab()["news"]["syllables"]
+    return "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))).capitalize()
