@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # Click returns (not raises) a typer.Exit's code here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except StylecapError as exc:
         err_console.print(f"[bold red]error:[/] {exc.line()}", markup=True)
         sys.exit(exc.exit_code)
