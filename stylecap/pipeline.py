@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -9,6 +10,7 @@ from typing import Sequence
 import torch
 
 from stylecap.encoders import ClipEncoder, EmbeddingCache, load_clip
+from stylecap.errors import UsageError
 from stylecap.gap import gap_provenance, resolve_noise
 from stylecap.model import CloseConfig
 from stylecap.tasks import Example, ReadOptions, get_task
@@ -69,9 +71,9 @@ def rows_from_examples(examples: Sequence[Example]) -> tuple[list[str], list[Row
     return list(index), rows
 
 
-def build_config(task_name: str, choices: ModelChoices, clip_dim: int) -> CloseConfig:
+def build_config(task_name: str, choices: ModelChoices, clip_dim: int, mode: str = "single") -> CloseConfig:
     task = get_task(task_name)
-    noise = choices.noise if choices.noise is not None else default_noise(task.noise, clip_dim)
+    noise = choices.noise if choices.noise is not None else default_noise(task.noise_for(mode), clip_dim)
     return CloseConfig(
         clip=canonical_clip_spec(choices.clip), clip_dim=clip_dim, lm=choices.lm, task=task_name,
         prefix_len=choices.prefix_len, mapper=choices.mapper, adapter=choices.adapter, noise=noise,
@@ -81,15 +83,26 @@ def build_config(task_name: str, choices: ModelChoices, clip_dim: int) -> CloseC
 
 
 def train_task(task_name: str, data: Path, choices: ModelChoices, options: TrainOptions,
-               read_options: ReadOptions | None = None) -> Path:
-    """Text-only CLOSE training on a task's data files; returns the saved model folder."""
+               read_options: ReadOptions | None = None, val: Path | None = None, input: str = "text") -> Path:
+    """Text-only CLOSE training on a task's data files; returns the saved model folder.
+
+    ``input="images"`` trains the image-trained reference instead (the same rows, the CLIP vectors
+    of their images). ``val`` is evaluated after training (``<out>/val``): on images when
+    ``read_options.images`` is given, else on text.
+    """
     task = get_task(task_name)
-    examples = task.read(Path(data), read_options or ReadOptions())
+    if input not in ("text", "images"):
+        raise UsageError(f"unknown training input '{input}'", "--input", "choose text or images")
+    read_options = read_options or ReadOptions()
+    examples = task.read(Path(data), read_options)
     encoder = load_clip(choices.clip)
     noise, noise_auto = resolve_noise(choices.noise, choices.gap, encoder.dim)  # "auto": σ from the fitted gap
-    texts, rows = rows_from_examples(examples)
-    vectors = encode_texts_cached(encoder, texts, progress=options.progress)
-    config = build_config(task_name, replace(choices, noise=noise), encoder.dim)
+    vectors, rows, examples = _training_vectors(encoder, examples, input, str(data), task.clip_text_hint, options)
+    config = build_config(task_name, replace(choices, noise=noise), encoder.dim, read_options.mode)
+    config.extra["read"] = {"split": read_options.split, "mode": read_options.mode, "trained_on": input,
+                            "images": str(read_options.images) if read_options.images else None,
+                            "captions": str(read_options.captions) if read_options.captions else None,
+                            "skipped": dict(getattr(examples, "skipped", {}))}
     if noise_auto:
         config.extra["noise_auto"] = noise_auto
     if choices.gap:
@@ -103,4 +116,32 @@ def train_task(task_name: str, data: Path, choices: ModelChoices, options: Train
 
         model = build_model(config)
         model.adapter = load_fitted_adapter(choices.adapter, choices.gap, config.noise, encoder.dim)
-    return train(vectors, rows, config, options, model=model)
+    model_dir = train(vectors, rows, config, options, model=model)
+    if val is not None and os.environ.get("RANK", "0") == "0":  # validate once, not once per process
+        from stylecap.evaluate import evaluate
+
+        evaluate(model_dir, val, input="images" if read_options.images else "text", split="val",
+                 images=read_options.images, captions=read_options.captions, out=Path(options.out_dir) / "val",
+                 progress=options.progress)
+    return model_dir
+
+
+def _training_vectors(encoder: ClipEncoder, examples, input: str, where: str, hint: str, options: TrainOptions):
+    """(vectors, rows, examples kept): CLIP text vectors, or image vectors for an image-trained reference."""
+    from stylecap.tasks import with_field
+
+    if input == "images":
+        from collections import Counter
+
+        from stylecap.evaluate import image_vectors
+        from stylecap.tasks import Examples
+
+        one_per_image = Examples({ex.image: ex for ex in examples if ex.image}.values(),
+                                 Counter(getattr(examples, "skipped", ())))
+        kept, vectors = image_vectors(encoder, one_per_image, where, progress=options.progress)
+        index = {ex.image: i for i, ex in enumerate(kept)}
+        examples = Examples([ex for ex in examples if ex.image in index], kept.skipped)
+        return vectors, [Row(index[ex.image], ex.target, ex.input_text) for ex in examples], examples
+    examples = with_field(examples, "clip_text", where, hint)
+    texts, rows = rows_from_examples(examples)
+    return encode_texts_cached(encoder, texts, progress=options.progress), rows, examples

@@ -36,10 +36,18 @@ def train(
     mixed_precision: str = typer.Option("auto", help="auto (bf16 on capable GPUs) | no | bf16 | fp16."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+    split: Optional[str] = typer.Option("train", help="Split to read from a multi-split file or folder (Karpathy, VQA, SNLI)."),
+    mode: str = typer.Option("single", help="Captioning: single (caption → itself) | multiple (caption → its image's others)."),
+    images: Optional[Path] = typer.Option(None, help="Image root the dataset's image paths are relative to."),
+    captions: Optional[Path] = typer.Option(None, help="VQA: the images' captions (dataset_coco.json), read as CLIP's text."),
+    val: Optional[Path] = typer.Option(None, help="Validation data, evaluated after training into OUT/val "
+                                       "(on images when --images is given, else on text)."),
+    input: str = typer.Option("text", help="text (CLOSE) | images: train the image-trained reference on image vectors."),
 ) -> None:
     """Train a CLOSE model on text only; caption images with it afterwards."""
     from stylecap.gap import parse_noise
     from stylecap.pipeline import ModelChoices, train_task
+    from stylecap.tasks import ReadOptions
     from stylecap.train import TrainOptions
 
     choices = ModelChoices(clip=clip, lm=lm, noise=parse_noise(noise), adapter=adapter, gap=gap, prefix_len=prefix_len,
@@ -47,6 +55,7 @@ def train(
     options = TrainOptions(out_dir=out, steps=steps, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
                            lr=lr, seed=seed, checkpoint_every=checkpoint_every, mixed_precision=mixed_precision,
                            resume=resume, progress=not quiet)
-    model_dir = train_task(task, data, choices, options)
+    read_options = ReadOptions(split=split, images=images, mode=mode, captions=captions)
+    model_dir = train_task(task, data, choices, options, read_options, val=val, input=input)
     if os.environ.get("RANK", "0") == "0":  # one line, not one per process under torchrun/accelerate
         typer.echo(f"model saved to {model_dir}")

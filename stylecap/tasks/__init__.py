@@ -5,21 +5,39 @@ A reader turns files in a public format into :class:`Example` records. Training 
 """
 from __future__ import annotations
 
+import functools
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-from stylecap.errors import UsageError
+from stylecap.errors import InputError, UsageError
 
 
 @dataclass
 class Example:
+    """One training row, or one view of an item to evaluate.
+
+    Examples that share an ``id`` are views of one item (a caption paired with each of its image's
+    other captions, a question paired with each of its image's captions): training uses them all,
+    evaluation scores each item once.
+    """
+
     target: str  # what the model should write
     clip_text: str | None = None  # the text CLIP encodes in text-only training
     image: str | None = None  # an image path, for evaluation on images
     input_text: str | None = None  # question / hypothesis / article, read after the prefix
     id: str = ""
     refs: list[str] = field(default_factory=list)  # every reference answer or caption, for metrics
+
+
+class Examples(list):
+    """A reader's examples, with counts of the records it skipped and why (reported, never silent)."""
+
+    def __init__(self, items: Iterable[Example] = (), skipped: Counter | None = None):
+        super().__init__(items)
+        self.skipped: Counter = skipped if skipped is not None else Counter()
 
 
 @dataclass
@@ -30,6 +48,10 @@ class ReadOptions:
     images: Path | None = None
     mode: str = "single"  # captioning: single (caption → itself) or multiple (caption → the image's others)
     limit: int | None = None
+    captions: Path | None = None  # VQA: the images' captions (Karpathy dataset_coco.json), CLIP's text
+
+
+MODES = ("single", "multiple")
 
 
 @dataclass(frozen=True)
@@ -41,6 +63,12 @@ class Task:
     max_target_len: int
     max_input_len: int = 64
     num_beams: int = 5
+    metric: str = "caption"  # how predictions are scored: caption | vqa | ve (see stylecap.metrics)
+    mode_noise: dict = field(default_factory=dict)  # σ for modes other than single, e.g. {"multiple": 0.04}
+    clip_text_hint: str = "check the data file"  # what to do when no example has text for CLIP
+
+    def noise_for(self, mode: str = "single") -> float:
+        return self.mode_noise.get(mode, self.noise)
 
 
 def _registry() -> dict[str, Task]:
@@ -67,3 +95,58 @@ def get_task(name: str) -> Task:
 
 def task_names() -> list[str]:
     return list(_registry())
+
+
+# ----------------------------------------------------------------------------- shared by the readers
+
+def finish(examples: list[Example], skipped: Counter, options: ReadOptions, path: Path, what: str) -> Examples:
+    """The first ``limit`` examples, or a clear error when a file yields none."""
+    if not examples:
+        reasons = ", ".join(f"{n} {why}" for why, n in skipped.items()) or "no records"
+        raise InputError(f"no usable {what} ({reasons})", str(path), "check the file and --split")
+    return Examples(examples[: options.limit] if options.limit else examples, skipped)
+
+
+def with_field(examples: Examples, field_name: str, where: str, fix: str) -> Examples:
+    """The examples that have ``clip_text`` (or ``image``); the others are counted as skipped."""
+    kept = Examples((ex for ex in examples if getattr(ex, field_name)), Counter(getattr(examples, "skipped", ())))
+    if len(kept) < len(examples):
+        kept.skipped[f"examples without {field_name.replace('_', ' ')}"] += len(examples) - len(kept)
+    if not kept:
+        raise InputError(f"no example has {field_name.replace('_', ' ')}", where, fix)
+    return kept
+
+
+def image_root(options: ReadOptions, data: Path) -> Path:
+    """``--images``, else an ``images/`` folder beside the data file, else the data file's folder."""
+    if options.images:
+        return Path(options.images)
+    folder = data if data.is_dir() else data.parent
+    for candidate in (folder / "images", folder.parent / "images"):
+        if candidate.is_dir():
+            return candidate
+    return folder
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+_TRAILING_DIGITS = re.compile(r"(\d+)$")
+
+
+@functools.lru_cache(maxsize=8)
+def image_index(root: Path) -> dict[str, str]:
+    """Image files under ``root`` by id: the file stem, and the number it ends with
+    (``COCO_val2014_000000000042`` → ``42``), for datasets whose records name images by id only."""
+    index: dict[str, str] = {}
+    if not Path(root).is_dir():
+        return index
+    for path in sorted(Path(root).rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            index.setdefault(path.stem, str(path))
+            digits = _TRAILING_DIGITS.search(path.stem)
+            if digits:
+                index.setdefault(str(int(digits.group(1))), str(path))
+    return index
+
+
+def find_image(root: Path, image_id) -> str | None:
+    return image_index(Path(root).resolve()).get(str(image_id))

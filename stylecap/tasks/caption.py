@@ -1,22 +1,84 @@
-"""Captioning: a caption file (plain text / JSONL) for text-only training.
+"""Captioning: the Karpathy-split COCO / Flickr30k file (``dataset_coco.json``,
+``dataset_flickr30k.json``), or a plain caption file (text / JSONL) for text-only training.
 
-The Karpathy-split COCO/Flickr30k readers and the ``multiple`` mode build on this module.
+Two training modes, as in the paper: *single* (each caption is both CLIP's input and the target)
+and *multiple* (a caption's vector is the input; each of the image's other captions is a target).
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
-from stylecap.errors import InputError
-from stylecap.tasks import Example, ReadOptions, Task
-from stylecap.tasks.textfiles import iter_sentences
+from stylecap.errors import InputError, UsageError
+from stylecap.tasks import MODES, Example, Examples, ReadOptions, Task, finish, image_root
+from stylecap.tasks.textfiles import iter_sentences, json_records
+
+KARPATHY_SPLITS = {"train": {"train", "restval"}}  # Karpathy's "restval" images are training images
 
 
-def read(path: Path, options: ReadOptions) -> list[Example]:
-    """Single mode on a sentence file: each caption is both the CLIP input and the target."""
+def read(path: Path, options: ReadOptions) -> Examples:
+    if options.mode not in MODES:
+        raise UsageError(f"unknown captioning mode '{options.mode}'", "--mode", f"choose one of: {', '.join(MODES)}")
+    path = karpathy_file(Path(path)) if Path(path).is_dir() else Path(path)
+    if path.suffix == ".json":
+        return read_karpathy(path, options)
+    if options.mode != "single":
+        raise UsageError("--mode multiple needs captions grouped by image", str(path),
+                         "use a Karpathy-split file (dataset_coco.json), or --mode single")
     examples = [Example(target=text, clip_text=text, id=key, refs=[text]) for key, text in iter_sentences(path)]
-    if not examples:
-        raise InputError("no captions found", str(path), "the file needs one caption per line (or JSONL records)")
-    return examples[: options.limit] if options.limit else examples
+    return finish(examples, Counter(), options, path, "captions (one caption per line, or JSONL records)")
 
 
-TASK = Task(name="caption", description="image captioning", read=read, noise=0.12, max_target_len=32)
+def read_karpathy(path: Path, options: ReadOptions) -> Examples:
+    root, skipped, examples = image_root(options, path), Counter(), []
+    for image_id, relative, captions in karpathy_images(path, options.split, skipped):
+        if options.mode == "multiple" and len(captions) < 2:
+            skipped["images with one caption (multiple mode needs two)"] += 1
+            continue
+        examples += caption_examples(captions, image_id, str(root / relative), options.mode)
+    return finish(examples, skipped, options, path, f"captioned images in split '{options.split}'"
+                  if options.split else "captioned images")
+
+
+def caption_examples(captions: list[str], image_id: str, image: str, mode: str) -> list[Example]:
+    def example(source: str, target: str) -> Example:
+        return Example(target=target, clip_text=source, image=image, id=image_id, refs=captions)
+
+    if mode == "single":
+        return [example(text, text) for text in captions]
+    return [example(source, target) for i, source in enumerate(captions)
+            for j, target in enumerate(captions) if i != j]
+
+
+def karpathy_images(path: Path, split: str | None, skipped: Counter) -> Iterator[tuple[str, str, list[str]]]:
+    """(image id, image path relative to the image root, captions) for each image in ``split``.
+
+    The id is COCO's ``cocoid`` (what VQA's ``image_id`` refers to) or, for Flickr30k, the file stem.
+    """
+    wanted = KARPATHY_SPLITS.get(split, {split}) if split else None
+    for record in json_records(path, "images"):
+        if not isinstance(record, dict) or not record.get("filename"):
+            skipped["malformed image records"] += 1
+            continue
+        if wanted and record.get("split") not in wanted:
+            continue
+        captions = [s["raw"].strip() for s in record.get("sentences") or []
+                    if isinstance(s, dict) and isinstance(s.get("raw"), str) and s["raw"].strip()]
+        if not captions:
+            skipped["images without captions"] += 1
+            continue
+        image_id = str(record["cocoid"]) if record.get("cocoid") is not None else Path(record["filename"]).stem
+        yield image_id, str(Path(record.get("filepath") or "") / record["filename"]), captions
+
+
+def karpathy_file(folder: Path) -> Path:
+    found = sorted(folder.glob("dataset_*.json"))
+    if not found:
+        raise InputError("no Karpathy-split file (dataset_coco.json / dataset_flickr30k.json) in the folder",
+                         str(folder), "pass the file itself with --data")
+    return found[0]
+
+
+TASK = Task(name="caption", description="image captioning", read=read, noise=0.12, max_target_len=32,
+            metric="caption", mode_noise={"multiple": 0.04})

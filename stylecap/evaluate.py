@@ -1,0 +1,177 @@
+"""Evaluate a trained model on a task's data: on images (the paper's protocol) or on the CLIP text
+the model was trained from. Running both on one model shows the text→image transfer gap directly.
+
+Writes ``predictions.jsonl`` (one record per item) and ``metrics.json`` (scores, counts of what was
+skipped and why, notes) into the output folder.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from stylecap.errors import InputError, UsageError
+from stylecap.tasks import Example, Examples, ReadOptions, get_task, with_field
+
+INPUTS = ("images", "text")
+
+
+@dataclass
+class EvalReport:
+    report: dict  # the contents of metrics.json
+    predictions: Path
+    metrics: Path
+
+    @property
+    def incomplete(self) -> bool:
+        """Some images were missing or unreadable (each counted in the report)."""
+        skipped = self.report["skipped"]
+        return bool(skipped.get("missing images") or skipped.get("unreadable images"))
+
+
+def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | None = "test",
+             images: Path | None = None, captions: Path | None = None, out: Path | None = None,
+             limit: int | None = None, batch_size: int = 32, num_beams: int | None = None,
+             meteor: bool = True, progress: bool = True) -> EvalReport:
+    """Predict every item of ``data`` from its image (or its CLIP text) and score the predictions."""
+    from stylecap.encoders import default_device, load_clip
+    from stylecap.metrics import score
+    from stylecap.model import load_model
+
+    if input not in INPUTS:
+        raise UsageError(f"unknown input '{input}'", "--input", f"choose one of: {', '.join(INPUTS)}")
+    model = load_model(model_dir, device=default_device())
+    task = get_task(model.config.task)
+    examples = one_per_item(task.read(Path(data), ReadOptions(split=split, images=images, captions=captions)))
+    examples = Examples(examples[:limit] if limit else examples, examples.skipped)
+    encoder = load_clip(model.config.clip)
+    if input == "text":
+        examples = with_field(examples, "clip_text", str(data), task.clip_text_hint)
+        from stylecap.pipeline import encode_texts_cached
+
+        vectors = encode_texts_cached(encoder, [ex.clip_text for ex in examples], progress=progress)
+    else:
+        examples, vectors = image_vectors(encoder, examples, str(images or data), progress=progress)
+    outputs = predict(model, vectors, examples, batch_size, num_beams, progress)
+    references = {ex.id: reference_texts(ex, input, task.metric) for ex in examples}
+    predictions = {ex.id: text for ex, (text, _) in zip(examples, outputs)}
+    kwargs = {"meteor": meteor} if task.metric == "caption" else {}
+    scores, notes = score(task.metric, predictions, references, **kwargs)
+    report = {"task": task.name, "metric": task.metric, "input": input, "model": str(Path(model_dir).resolve()),
+              "data": str(Path(data).resolve()), "split": split, "items": len(examples), "scores": scores,
+              "skipped": dict(examples.skipped), "notes": notes,
+              "decoding": {"num_beams": num_beams or model.config.generation.get("num_beams", 1)}}
+    return _write(report, examples, outputs, references, Path(out) if out else default_out(model_dir, split, input))
+
+
+def one_per_item(examples: Examples) -> Examples:
+    """The first example of each id: training views of one item (its captions, its answers) score once."""
+    seen: set[str] = set()
+    kept = [ex for ex in examples if not (ex.id in seen or seen.add(ex.id))]
+    return Examples(kept, examples.skipped)
+
+
+def reference_texts(example: Example, input: str, metric: str) -> list[str]:
+    """The references to score against. Read from a caption, a captioner must not be credited for
+    copying it: on text the input caption leaves the references (when others remain)."""
+    if input == "text" and metric == "caption":
+        return [ref for ref in example.refs if ref != example.clip_text] or example.refs
+    return example.refs
+
+
+def image_vectors(encoder, examples: Examples, where: str, batch_size: int = 64,
+                  progress: bool = True) -> tuple[Examples, torch.Tensor]:
+    """CLIP image vectors for the examples whose image can be read; the others are counted, and it is
+    an error only when none can be read."""
+    from stylecap.progress import simple_progress
+
+    skipped = Counter(examples.skipped)
+    present = [ex for ex in examples if ex.image and Path(ex.image).is_file()]
+    skipped["missing images"] += len(examples) - len(present)
+    kept, chunks = [], []
+    with simple_progress("encoding images", len(present), enabled=progress) as bar:
+        task = bar.add_task("encoding images", total=len(present))
+        for start in range(0, len(present), batch_size):
+            batch = present[start:start + batch_size]
+            good, vecs = _encode_readable(encoder, batch)
+            skipped["unreadable images"] += len(batch) - len(good)
+            kept += good
+            chunks.append(vecs)
+            bar.update(task, advance=len(batch))
+    if not kept:
+        raise InputError(f"none of the {len(examples)} images could be read ({skipped['missing images']} missing, "
+                         f"{skipped['unreadable images']} unreadable)", where,
+                         "pass --images DIR, the folder the dataset's image paths are relative to")
+    skipped = Counter({k: v for k, v in skipped.items() if v})
+    return Examples(kept, skipped), torch.cat(chunks)
+
+
+def _encode_readable(encoder, batch: list[Example]) -> tuple[list[Example], torch.Tensor]:
+    """Encode a batch; if some file cannot be decoded, encode one at a time and drop the bad ones."""
+    try:
+        return batch, encoder.encode_images([ex.image for ex in batch])
+    except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated or non-image files
+        good, vecs = [], []
+        for ex in batch:
+            try:
+                vecs.append(encoder.encode_images([ex.image]))
+                good.append(ex)
+            except (OSError, ValueError, SyntaxError):
+                continue
+        return good, torch.cat(vecs) if vecs else torch.empty(0, encoder.dim)
+
+
+def predict(model, vectors: torch.Tensor, examples: Sequence[Example], batch_size: int = 32,
+            num_beams: int | None = None, progress: bool = True) -> list[tuple[str, float]]:
+    """The model's best (text, score) for each example's vector and input text."""
+    from stylecap.progress import simple_progress
+
+    outputs = []
+    with simple_progress("decoding", len(examples), enabled=progress) as bar:
+        task = bar.add_task("decoding", total=len(examples))
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start:start + batch_size]
+            texts = [ex.input_text for ex in batch]
+            decoded = model.generate(vectors[start:start + batch_size], texts if any(texts) else None,
+                                     num_beams=num_beams)
+            outputs += [candidates[0] for candidates in decoded]
+            bar.update(task, advance=len(batch))
+    return outputs
+
+
+def default_out(model_dir: Path, split: str | None, input: str) -> Path:
+    """``<run>/eval/<split>-<input>`` beside the model folder."""
+    return Path(model_dir).resolve().parent / "eval" / f"{split or 'all'}-{input}"
+
+
+def _write(report: dict, examples: Sequence[Example], outputs, references: dict, out: Path) -> EvalReport:
+    out.mkdir(parents=True, exist_ok=True)
+    predictions, metrics = out / "predictions.jsonl", out / "metrics.json"
+    source = "image" if report["input"] == "images" else "clip_text"
+    with open(predictions, "w", encoding="utf-8") as handle:
+        for ex, (text, confidence) in zip(examples, outputs):
+            record = {"id": ex.id, "prediction": text, "score": round(confidence, 5), source: getattr(ex, source),
+                      "input_text": ex.input_text, "references": references[ex.id]}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    metrics.write_text(json.dumps(report, indent=2) + "\n")
+    return EvalReport(report, predictions, metrics)
+
+
+def metrics_table(report: dict):
+    """The scores as a Rich table (×100, as papers print them), with what was skipped and notes below."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{report['task']} · {report['split'] or 'all'} · on {report['input']} · "
+                        f"{report['items']} items")
+    table.add_column("metric")
+    table.add_column("score ×100", justify="right")
+    for name, value in report["scores"].items():
+        table.add_row(name, f"{100 * value:.2f}")
+    below = [f"skipped: {n} {why}" for why, n in report["skipped"].items()] + [f"note: {n}" for n in report["notes"]]
+    return Group(table, *(Text(line, style="dim") for line in below))

@@ -1,0 +1,60 @@
+"""Visual entailment (task ``ve``): SNLI JSONL for text-only training, SNLI-VE JSONL for evaluation.
+
+SNLI (``snli_1.0_<split>.jsonl``): ``sentence1`` is the premise, CLIP's text in place of the image;
+``sentence2`` the hypothesis, read after the prefix; ``gold_label`` the target. SNLI-VE
+(``snli_ve_<split>.jsonl``) names the premise image by ``Flickr30K_ID``; SNLI's ``captionID``
+(``<flickr id>.jpg#k``) names the same image, so either file can be evaluated on images.
+Lines without a gold label (SNLI's "-", no annotator consensus) are skipped and counted.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from stylecap.errors import UsageError
+from stylecap.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root
+from stylecap.tasks.textfiles import jsonl_records
+
+LABELS = ("entailment", "neutral", "contradiction")
+_SNLI_SPLITS = {"val": "dev"}  # SNLI-family files call validation "dev"
+
+
+def read(path: Path, options: ReadOptions) -> Examples:
+    path = Path(path)
+    if path.is_dir():
+        path = _split_file(path, options.split or "train")
+    root, skipped, examples = image_root(options, path), Counter(), []
+    for number, record in jsonl_records(path, skipped):
+        label, hypothesis = record.get("gold_label"), record.get("sentence2")
+        if not isinstance(hypothesis, str) or not hypothesis.strip():
+            skipped["malformed lines"] += 1
+            continue
+        if label not in LABELS:
+            skipped["pairs without a gold label"] += 1
+            continue
+        premise = record.get("sentence1")
+        examples.append(Example(
+            target=label, clip_text=premise.strip() if isinstance(premise, str) and premise.strip() else None,
+            image=find_image(root, _image_id(record)), input_text=hypothesis.strip(),
+            id=str(record.get("pairID") or f"{path.stem}:{number}"), refs=[label]))
+    return finish(examples, skipped, options, path, "premise/hypothesis pairs")
+
+
+def _image_id(record: dict) -> str:
+    if record.get("Flickr30K_ID") is not None:
+        return str(record["Flickr30K_ID"])
+    return Path(str(record.get("captionID", "")).split("#")[0]).stem
+
+
+def _split_file(folder: Path, split: str) -> Path:
+    name = _SNLI_SPLITS.get(split, split)
+    found = sorted(folder.glob(f"*_{name}.jsonl"))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise UsageError(f"{len(found)} SNLI / SNLI-VE files for split '{split}' in the folder ({names})",
+                         str(folder), "pass the .jsonl file with --data, or choose --split")
+    return found[0]
+
+
+TASK = Task(name="ve", description="visual entailment (SNLI → SNLI-VE)", read=read, noise=0.08, max_target_len=8,
+            metric="ve", clip_text_hint="SNLI-VE lines carry no premise text: evaluate them on images")

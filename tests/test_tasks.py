@@ -1,0 +1,161 @@
+"""Task readers on tiny fixtures in the public formats (Karpathy COCO, VQA v2, SNLI, SNLI-VE, Visual
+News), with malformed records and missing images, and on a synthetic world's files."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from stylecap.errors import InputError, UsageError
+from stylecap.tasks import ReadOptions, get_task, task_names
+from stylecap.tasks.vqa import training_targets
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
+# Images that exist in a dataset copy; the fixtures also name images that are absent.
+PRESENT = {"images/val2014/COCO_val2014_000000000042.jpg": "red", "images/val2014/COCO_val2014_000000000073.jpg": "blue",
+           "images/train2014/COCO_train2014_000000000009.jpg": "yellow",
+           "images/flickr30k/1000092795.jpg": "red", "images/flickr30k/1000268201.jpg": "blue",
+           "news/bbc/images/1001.jpg": "red"}
+
+
+def make_dataset(root: Path) -> Path:
+    """A copy of the fixtures with a few small images drawn in (others deliberately missing)."""
+    shutil.copytree(FIXTURES, root, dirs_exist_ok=True)
+    for relative, colour in PRESENT.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 32), colour).save(root / relative)
+    return root
+
+
+@pytest.fixture()
+def dataset(tmp_path) -> Path:
+    return make_dataset(tmp_path / "data")
+
+
+def read(task: str, path: Path, **options):
+    return get_task(task).read(path, ReadOptions(**options))
+
+
+def test_all_tasks_registered():
+    assert {"caption", "vqa", "ve", "news", "style"} <= set(task_names())
+    assert get_task("caption").noise_for("multiple") == 0.04 and get_task("caption").noise_for("single") == 0.12
+    assert (get_task("vqa").noise, get_task("ve").noise) == (0.04, 0.08)
+    assert [get_task(t).max_target_len for t in ("caption", "vqa", "ve")] == [32, 16, 8]
+
+
+def test_karpathy_single_mode_splits_and_bad_records(dataset):
+    test = read("caption", dataset / "dataset_coco.json", split="test")
+    assert [ex.id for ex in test] == ["42"] * 3 + ["73"] * 2 + ["74"] * 2
+    first = test[0]
+    assert first.target == first.clip_text == "A red circle on a white background." and len(first.refs) == 3
+    assert first.image == str(dataset / "images/val2014/COCO_val2014_000000000042.jpg")  # default root: images/
+    train = read("caption", dataset / "dataset_coco.json", split="train")
+    assert {ex.id for ex in train} == {"9", "25"}  # Karpathy's restval images train too
+    every = read("caption", dataset, split=None)  # a folder: its dataset_*.json
+    assert every.skipped == {"malformed image records": 1, "images without captions": 1}
+    assert len(every) == 10
+
+
+def test_karpathy_multiple_mode_pairs_each_caption_with_the_others(dataset):
+    examples = read("caption", dataset / "dataset_coco.json", split=None, mode="multiple")
+    per_image = [(ex.clip_text, ex.target) for ex in examples if ex.id == "42"]
+    assert len(per_image) == 6 and all(source != target for source, target in per_image)
+    assert examples.skipped["images with one caption (multiple mode needs two)"] == 1  # cocoid 25
+    with pytest.raises(UsageError):
+        read("caption", dataset / "captions.txt", mode="multiple")
+    with pytest.raises(UsageError):
+        read("caption", dataset / "dataset_coco.json", mode="several")
+
+
+def test_plain_caption_file_and_limit(dataset):
+    examples = read("caption", dataset / "captions.txt", limit=2)
+    assert [ex.target for ex in examples] == ["A red circle on a white background.", "A blue square."]
+    with pytest.raises(InputError):
+        read("caption", dataset / "dataset_coco.json", split="nosuchsplit")
+
+
+def test_vqa_targets_follow_the_papers_rule():
+    assert training_targets(["red"] * 10) == ["red"]
+    assert training_targets(["1"] * 5 + ["one"] + ["2"] * 3 + ["3"]) == ["1", "2"]  # "one" counts as "1"; 2 has 3 votes
+    assert training_targets(["yes"] * 4 + ["no"] * 4 + ["maybe"] * 2) == ["yes", "no"]  # tied with the most common
+    assert training_targets(["triangle"] * 7 + ["a triangle"] * 2 + ["pyramid"]) == ["triangle"]
+
+
+def test_vqa_pairs_questions_with_captions(dataset):
+    examples = read("vqa", dataset / "vqa", split="val2014")
+    assert examples.skipped == {"questions without answers": 1, "malformed questions": 1}
+    counting = [ex for ex in examples if ex.id == "42001"]
+    assert {(ex.clip_text, ex.target) for ex in counting} == {(c, t) for c in ("A red circle on a white background.",
+                                                               "A crimson disc.", "A red round shape in the middle.")
+                                                              for t in ("1", "2")}
+    assert counting[0].input_text == "How many shapes are there?" and len(counting[0].refs) == 10
+    assert counting[0].image == str(dataset / "images/val2014/COCO_val2014_000000000042.jpg")
+    # The annotations file names the same pair.
+    assert len(read("vqa", dataset / "vqa/v2_mscoco_val2014_annotations.json")) == len(examples)
+
+
+def test_vqa_without_captions_finds_images_by_id(dataset, tmp_path):
+    (dataset / "dataset_coco.json").unlink()
+    examples = read("vqa", dataset / "vqa/v2_OpenEnded_mscoco_val2014_questions.json")
+    assert all(ex.clip_text is None for ex in examples)
+    by_id = {ex.id: ex.image for ex in examples}
+    assert by_id["42000"].endswith("COCO_val2014_000000000042.jpg") and by_id["74000"] is None  # 74: no image
+    with pytest.raises(UsageError):
+        read("vqa", dataset / "vqa", split="test2015")
+
+
+def test_snli_skips_unlabelled_and_malformed_lines(dataset):
+    examples = read("ve", dataset / "snli", split="val")  # SNLI's validation file is "dev"
+    assert examples.skipped == {"pairs without a gold label": 1, "malformed lines": 1}
+    assert [ex.target for ex in examples] == ["entailment", "contradiction", "neutral"]
+    first = examples[0]
+    assert (first.clip_text, first.input_text) == ("A red circle on a white background.", "There is a circle.")
+    assert first.image == str(dataset / "images/flickr30k/1000092795.jpg")  # from captionID
+
+
+def test_snli_ve_names_images_by_flickr_id(dataset):
+    examples = read("ve", dataset / "snli_ve/snli_ve_test.jsonl")
+    assert examples.skipped == {"malformed lines": 1}
+    assert [Path(ex.image).name if ex.image else None for ex in examples] == \
+        ["1000092795.jpg", "1000092795.jpg", "1000268201.jpg", None]
+
+
+def test_visual_news_records(dataset):
+    examples = read("news", dataset / "news")
+    assert examples.skipped == {"records whose article is missing": 1, "malformed records": 1}
+    first = examples[0]
+    assert first.target == first.clip_text == "A red circle unveiled at the city museum."
+    assert first.input_text.startswith("The city museum opened") and first.image.endswith("bbc/images/1001.jpg")
+    assert examples[1].image is None  # its image file is absent
+
+
+def test_large_json_files_stream_through_datasets(dataset, monkeypatch):
+    from stylecap.tasks import textfiles
+
+    small = [read("caption", dataset / "dataset_coco.json", split=None), read("vqa", dataset / "vqa", split="val2014")]
+    monkeypatch.setattr(textfiles, "ARROW_THRESHOLD", 0)
+    arrow = [read("caption", dataset / "dataset_coco.json", split=None), read("vqa", dataset / "vqa", split="val2014")]
+    assert arrow == small
+    assert [a.skipped for a in arrow] == [s.skipped for s in small]
+
+
+def test_readers_read_a_synthetic_world(tmp_path):
+    from stylecap.world import build_world
+
+    world = tmp_path / "world"
+    build_world(world, seed=3, size="small", image_size=16,
+                splits={"clip": 0, "train": 6, "pairs": 0, "val": 2, "test": 3}, workers=1)
+    captions = read("caption", world / "dataset_coco.json", split="test")
+    assert len({ex.id for ex in captions}) == 3 and all(Path(ex.image).is_file() for ex in captions)
+    vqa = read("vqa", world / "vqa", split="train")
+    assert all(ex.clip_text and ex.input_text and len(ex.refs) == 10 and Path(ex.image).is_file() for ex in vqa)
+    snli = read("ve", world / "snli", split="train")
+    snli_ve = read("ve", world / "snli_ve", split="test")
+    assert all(ex.target in ("entailment", "neutral", "contradiction") for ex in snli + snli_ve)
+    assert all(Path(ex.image).is_file() for ex in snli_ve)
+    news = read("news", world / "news", split="val")
+    assert len(news) == 2 and all(ex.input_text and Path(ex.image).is_file() for ex in news)
+    style = read("style", world / "styles" / sorted(p.name for p in (world / "styles").iterdir())[0])
+    assert len(style) == 11
