@@ -99,6 +99,28 @@ def test_retry_after_and_backoff():
     assert all(0 <= backoff(10, base=0.5, cap=4.0) <= 4.0 for _ in range(50))
 
 
+def test_pacer_spaces_concurrent_waiters_even_after_a_blocked_loop():
+    import asyncio
+    import time
+
+    from stylecap.generate.limits import Pacer
+
+    async def run() -> list[float]:
+        pacer, released = Pacer(rate=50), []
+
+        async def one():
+            await pacer.wait()
+            released.append(time.monotonic())
+
+        tasks = [asyncio.create_task(one()) for _ in range(8)]
+        time.sleep(0.1)  # the event loop is blocked: slots already due must not fire together
+        await asyncio.gather(*tasks)
+        return released
+
+    released = asyncio.run(run())
+    assert min(b - a for a, b in zip(released, released[1:])) >= 0.019
+
+
 def test_read_corpus_texts_reads_only_top_level_jsonl(tmp_path):
     (tmp_path / "shard-00000.jsonl").write_text(json.dumps({"text": "A red kite."}) + "\n")
     (tmp_path / "raw").mkdir()

@@ -10,20 +10,23 @@ import time
 class Pacer:
     """Lets `rate` units per second through, evenly spaced (no bursts), and can be paused.
 
-    Each caller reserves the next free slot and sleeps until it; a 429 pauses everyone, because a
-    server that says "slow down" means all of us, not just the request that heard it.
+    Waiters go through one at a time and the gap is measured from the moment each one is let
+    through, so a busy event loop that wakes several late still sends them spaced out. A 429
+    pauses everyone: a server that says "slow down" means all of us.
     """
 
     def __init__(self, rate: float | None):
         self.interval = 1 / rate if rate else 0.0
         self._next = 0.0
+        self._lock = asyncio.Lock()
 
     async def wait(self, units: float = 1.0) -> None:
-        now = time.monotonic()
-        start = max(now, self._next)
-        self._next = start + units * self.interval
-        if start > now:
-            await asyncio.sleep(start - now)
+        if not self.interval and self._next <= time.monotonic():
+            return  # unlimited and not paused
+        async with self._lock:
+            while (delay := self._next - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
+            self._next = time.monotonic() + units * self.interval
 
     def pause(self, seconds: float) -> None:
         self._next = max(self._next, time.monotonic() + seconds)

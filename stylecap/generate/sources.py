@@ -2,6 +2,7 @@
 not as a whole, named by a key that is stable across runs) and each item into found sentences."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from pathlib import Path
@@ -191,7 +192,8 @@ class WebSource(_FoundTextSource):
         (url,) = item.payload
         page = await self.fetch(url)
         provenance = {"url": url} if page.url == url else {"url": url, "final_url": page.url}
-        return self.found(page_text(page), provenance, min_name_count=3)
+        text = await asyncio.to_thread(page_text, page)  # extraction is CPU work: keep fetching meanwhile
+        return self.found(text, provenance, min_name_count=3)
 
 
 class ReviewsSource(_FoundTextSource):

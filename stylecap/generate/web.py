@@ -56,12 +56,6 @@ class Fetcher:
 
     async def get(self, url: str) -> Page:
         """The page at `url`, following redirects; ItemFailed says why not."""
-        try:
-            return await asyncio.wait_for(self._follow(url), self.settings.timeout)
-        except asyncio.TimeoutError:
-            raise ItemFailed(f"timed out after {self.settings.timeout:g}s") from None
-
-    async def _follow(self, url: str) -> Page:
         import httpx
 
         for _ in range(self.settings.max_redirects + 1):
@@ -82,8 +76,15 @@ class Fetcher:
         raise ItemFailed(f"more than {self.settings.max_redirects} redirects")
 
     async def _request(self, url: str) -> tuple[int, dict, bytes]:
+        """One GET, once the host's pacer lets it go; the time limit covers the whole download."""
         await self._pacer(url).wait()
         self.requests += 1
+        try:
+            return await asyncio.wait_for(self._download(url), self.settings.timeout)
+        except asyncio.TimeoutError:
+            raise ItemFailed(f"timed out after {self.settings.timeout:g}s") from None
+
+    async def _download(self, url: str) -> tuple[int, dict, bytes]:
         async with self.client.stream("GET", url) as response:
             headers = {k.lower(): v for k, v in response.headers.items()}
             if response.status_code != 200:
