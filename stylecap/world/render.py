@@ -7,6 +7,8 @@ more than their captions too, and that surplus is part of what makes a modality 
 from __future__ import annotations
 
 import math
+import random
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -74,17 +76,20 @@ def _outline(obj: Obj, centre: tuple[float, float], radius: float) -> list[tuple
              y + r * d * math.sin(math.radians(a + obj.angle))) for a, d in _OUTLINES[obj.shape]]
 
 
+@lru_cache(maxsize=4)
+def _axes(size: int) -> tuple[np.ndarray, np.ndarray]:
+    axis = np.linspace(-1.0, 1.0, size, dtype=np.float32)
+    return axis[None, :], axis[:, None]
+
+
 def _lighting_and_texture(pixels: np.ndarray, seed: int) -> np.ndarray:
     """A lighting gradient and faint stripes at a random angle and pitch. Smooth patterns rather
     than pixel noise: they vary every image as much, and keep PNGs small and quick to write."""
-    rng = np.random.default_rng(seed)
-    size = pixels.shape[0]
-    theta, strength = rng.uniform(0, 2 * math.pi), rng.uniform(0, GRADIENT_MAX)
-    stripe_angle, pitch, phase = rng.uniform(0, math.pi), rng.uniform(*STRIPE_PITCH), rng.uniform(0, 2 * math.pi)
-    axis = np.linspace(-1.0, 1.0, size, dtype=np.float32)
-    x, y = axis[None, :], axis[:, None]
+    rng = random.Random(seed)
+    theta, stripe_angle = rng.uniform(0, 2 * math.pi), rng.uniform(0, math.pi)
+    strength, pitch, phase = rng.uniform(0, GRADIENT_MAX), rng.uniform(*STRIPE_PITCH), rng.uniform(0, 2 * math.pi)
+    x, y = _axes(pixels.shape[0])
     gradient = strength * (math.cos(theta) * x + math.sin(theta) * y)
-    along = (math.cos(stripe_angle) * x + math.sin(stripe_angle) * y) * (size / 2)  # in pixels
-    stripes = STRIPE_AMPLITUDE * np.sin(2 * math.pi * along / pitch + phase)
-    pixels += (gradient + stripes)[..., None]
+    along = (math.cos(stripe_angle) * x + math.sin(stripe_angle) * y) * (pixels.shape[0] / 2)  # pixels
+    pixels += (gradient + STRIPE_AMPLITUDE * np.sin(2 * math.pi * along / pitch + phase))[..., None]
     return np.clip(pixels, 0, 255).round().astype(np.uint8)
