@@ -20,7 +20,7 @@ from stylecap.world.scenes import sample_scene, save_scenes, stream, vocab
 VERSION = 1
 # Disjoint image sets, in id order: CLIP pretraining, text-only training, gap-adapter pairs, eval.
 SPLITS = ("clip", "train", "pairs", "val", "test")
-TASK_SPLITS = ("train", "val", "test")  # the splits with VQA, entailment, news and style files
+TASK_SPLITS = ("train", "val", "test")  # the splits with VQA, entailment and news files (styles: train)
 SIZES = {
     "small": {"clip": 400, "train": 300, "pairs": 100, "val": 50, "test": 100},
     "default": {"clip": 16000, "train": 8000, "pairs": 2000, "val": 500, "test": 1000},
@@ -66,7 +66,7 @@ def build_world(out: str | Path, seed: int = 0, size: str = "default", image_siz
     _write_texts(items, out)
     save_scenes([item.scene for item in items], out / "scenes.jsonl")
     info = {"format": "stylecap-world", "version": VERSION, "seed": seed, "image_size": image_size,
-            "splits": sizes, "tasks_splits": list(TASK_SPLITS), "voices": list(vocab()["voices"]),
+            "splits": sizes, "task_splits": list(TASK_SPLITS), "voices": list(vocab()["voices"]),
             "vocabulary": {k: list(vocab()[k]) for k in ("shapes", "colours", "sizes", "backgrounds",
                                                           "relations")}}
     (out / "world.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -131,6 +131,7 @@ def _texts(scene, seed: int) -> dict:
         texts["questions"] = language.questions(scene, rng)
         texts["hypotheses"] = language.hypotheses(scene, caps[0], rng)  # the SNLI premise is caption 0
         texts["news"] = language.news(scene, rng)
+    if scene.split == "train":
         texts["voices"] = {v: language.voice_caption(scene, v, rng).text for v in vocab()["voices"]}
     return texts
 

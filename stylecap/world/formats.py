@@ -138,9 +138,9 @@ def write_news(items: list[Item], split: str, out: Path) -> None:
 
 
 def write_styles(items: list[Item], out: Path, voices: list[str]) -> None:
-    """``styles/<voice>.jsonl``: one record per image, ``{"text", "image_id", "split"}``; the train
-    split is a text-only style corpus, val/test are references for scoring styled captions."""
+    """``styles/<voice>.jsonl``: a text-only style corpus, one ``{"text", "image_id"}`` record per
+    image that has voice texts (the train split: styled captioners never see the test scenes' texts)."""
     for voice in voices:
-        _dump_lines([{"text": item.texts["voices"][voice], "image_id": item.scene.image_id,
-                      "split": item.scene.split} for item in items],
+        _dump_lines([{"text": item.texts["voices"][voice], "image_id": item.scene.image_id}
+                     for item in items if "voices" in item.texts],
                     out / "styles" / f"{voice}.jsonl")
