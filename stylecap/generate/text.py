@@ -84,7 +84,7 @@ def looks_like(text: str, language: str | None) -> bool:
         return True
     tokens = words(text)
     ascii_letters = sum(c.isascii() for c in letters)
-    return ascii_letters >= 0.9 * len(letters) and (len(tokens) < 4 or any(t in _FUNCTION_WORDS for t in tokens))
+    return ascii_letters >= 0.9 * len(letters) and (len(tokens) < 6 or any(t in _FUNCTION_WORDS for t in tokens))
 
 
 def is_visual(text: str) -> bool:
