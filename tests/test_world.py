@@ -222,12 +222,23 @@ def test_images_show_their_scenes(world, scenes):
 def test_bad_requests_fail_with_one_line(tmp_path, world):
     with pytest.raises(InputError, match="not empty"):
         build_world(world, splits=TINY)
+    (tmp_path / "mine.txt").write_text("keep")
+    with pytest.raises(InputError, match="not empty"):
+        build_world(tmp_path, splits=TINY)
     with pytest.raises(UsageError):
         build_world(tmp_path / "x", size="huge")
     with pytest.raises(UsageError):
         build_world(tmp_path / "x", splits={"holdout": 3})
     with pytest.raises(InputError):
         load_scenes(tmp_path)
+
+
+def test_unfinished_build_is_redone(tmp_path):
+    build_world(tmp_path, seed=1, splits=TINY)
+    (tmp_path / "world.json").unlink()  # as if interrupted before the end
+    (tmp_path / "images" / "test" / "30.png").unlink()
+    build_world(tmp_path, seed=1, splits=TINY)
+    assert (tmp_path / "images" / "test" / "30.png").is_file() and (tmp_path / "world.json").is_file()
 
 
 def test_cli_build(tmp_path):

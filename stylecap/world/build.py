@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import nullcontext
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
@@ -74,14 +75,16 @@ def build_world(out: str | Path, seed: int = 0, size: str = "default", image_siz
 
 
 def _prepare(out: Path, force: bool) -> None:
+    """Make ``out`` ready. An unfinished build (no world.json yet, nothing else there) is simply
+    redone, so an interrupted build resumes by running it again; anything more needs --force."""
     if out.exists() and not out.is_dir():
         raise InputError("output path is a file", str(out), "choose a folder for --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise InputError("output folder is not empty", str(out), "pass --force to rebuild the world there")
-        for name in _OUTPUTS:  # only what a build writes: leave anything else the user keeps there
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    names = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if ("world.json" in names or names - set(_OUTPUTS)) and not force:
+        raise InputError("output folder is not empty", str(out), "pass --force to rebuild the world there")
+    for name in names & set(_OUTPUTS):  # only what a build writes: leave anything else the user keeps
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -90,23 +93,16 @@ def _make_all(jobs: list[tuple], workers: int, progress: bool) -> list[formats.I
     from rich.progress import Progress
 
     items = []
-    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
+    parallel = workers > 1 and len(jobs) > 1
+    chunk = max(1, min(_CHUNK, len(jobs) // (4 * workers)))  # small worlds still spread over workers
+    # fork where the system has it: workers start at once, without re-importing
+    context = get_context("fork" if "fork" in get_all_start_methods() else None)
+    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar, \
+            (context.Pool(workers) if parallel else nullcontext()) as pool:
         task = bar.add_task("building world", total=len(jobs))
-        if workers <= 1 or len(jobs) <= _CHUNK:
-            results = map(_make, jobs)
-            pool = None
-        else:
-            # fork where the system has it: workers start at once, without re-importing
-            pool = get_context("fork" if "fork" in get_all_start_methods() else None).Pool(workers)
-            results = pool.imap(_make, jobs, chunksize=_CHUNK)
-        try:
-            for item in results:
-                items.append(item)
-                bar.advance(task)
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+        for item in pool.imap(_make, jobs, chunksize=chunk) if parallel else map(_make, jobs):
+            items.append(item)
+            bar.advance(task)
     return items
 
 
