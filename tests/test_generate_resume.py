@@ -11,8 +11,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
+from stylecap.errors import UsageError
 from stylecap.generate import GenerateConfig, LLMSettings, SourceOptions, generate, iter_corpus_records
 from stylecap.generate.loopback import LoopbackLLM
+from stylecap.generate.store import CorpusStore
 
 SEEDS = 120
 
@@ -71,31 +75,16 @@ def test_kill_9_several_times_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert manifest["inputs"] == {"done": SEEDS, "failed": 0, "failure_reasons": {}}
 
 
-def test_one_writer_per_folder(tmp_path):
-    from stylecap.errors import UsageError
-    from stylecap.generate.store import CorpusStore
-
+def test_one_writer_per_folder_and_one_corpus_per_folder(tmp_path):
     first = CorpusStore(tmp_path, {"style": "ego-centric", "source": "llm"})
-    try:
-        try:
-            CorpusStore(tmp_path, {"style": "ego-centric", "source": "llm"})
-        except UsageError as exc:
-            assert "another" in str(exc)
-        else:
-            raise AssertionError("a second writer was let in")
-    finally:
-        first.close()
-    try:
+    with pytest.raises(UsageError, match="another"):
+        CorpusStore(tmp_path, {"style": "ego-centric", "source": "llm"})
+    first.close()
+    with pytest.raises(UsageError, match="already holds"):
         CorpusStore(tmp_path, {"style": "uplifting", "source": "llm"})
-    except UsageError as exc:
-        assert "already holds" in str(exc)
-    else:
-        raise AssertionError("a folder took a second style")
 
 
 def test_a_torn_write_and_an_unrecorded_input_are_repaired(tmp_path):
-    from stylecap.generate.store import CorpusStore
-
     store = CorpusStore(tmp_path, {"style": "s", "source": "llm"})
     record = {"id": "1", "text": "A red kite.", "provenance": {"input": "seed:a"}}
     store.commit("seed:a", [record])
