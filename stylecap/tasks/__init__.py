@@ -117,6 +117,16 @@ def with_field(examples: Examples, field_name: str, where: str, fix: str) -> Exa
     return kept
 
 
+def split_file(folder: Path, pattern: str, what: str, split: str) -> Path:
+    """The one file in ``folder`` matching ``pattern`` (a glob naming ``split``), or a usage error."""
+    found = sorted(Path(folder).glob(pattern))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise UsageError(f"{len(found)} {what} files for split '{split}' in the folder ({names})", str(folder),
+                         "pass the file itself with --data, or choose --split")
+    return found[0]
+
+
 def image_root(options: ReadOptions, data: Path) -> Path:
     """``--images``, else an ``images/`` folder beside the data file, else the data file's folder."""
     if options.images:

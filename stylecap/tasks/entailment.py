@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from stylecap.errors import UsageError
-from stylecap.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root
+from stylecap.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root, split_file
 from stylecap.tasks.textfiles import jsonl_records
 
 LABELS = ("entailment", "neutral", "contradiction")
@@ -22,7 +21,8 @@ _SNLI_SPLITS = {"val": "dev"}  # SNLI-family files call validation "dev"
 def read(path: Path, options: ReadOptions) -> Examples:
     path = Path(path)
     if path.is_dir():
-        path = _split_file(path, options.split or "train")
+        split = options.split or "train"
+        path = split_file(path, f"*_{_SNLI_SPLITS.get(split, split)}.jsonl", "SNLI / SNLI-VE", split)
     root, skipped, examples = image_root(options, path), Counter(), []
     for number, record in jsonl_records(path, skipped):
         label, hypothesis = record.get("gold_label"), record.get("sentence2")
@@ -44,16 +44,6 @@ def _image_id(record: dict) -> str:
     if record.get("Flickr30K_ID") is not None:
         return str(record["Flickr30K_ID"])
     return Path(str(record.get("captionID", "")).split("#")[0]).stem
-
-
-def _split_file(folder: Path, split: str) -> Path:
-    name = _SNLI_SPLITS.get(split, split)
-    found = sorted(folder.glob(f"*_{name}.jsonl"))
-    if len(found) != 1:
-        names = ", ".join(p.name for p in found) or "none"
-        raise UsageError(f"{len(found)} SNLI / SNLI-VE files for split '{split}' in the folder ({names})",
-                         str(folder), "pass the .jsonl file with --data, or choose --split")
-    return found[0]
 
 
 TASK = Task(name="ve", description="visual entailment (SNLI → SNLI-VE)", read=read, noise=0.08, max_target_len=8,

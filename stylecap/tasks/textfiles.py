@@ -31,20 +31,25 @@ def iter_sentences(path: Path, fields: tuple[str, ...] = TEXT_FIELDS) -> Iterato
 
 
 def _iter_jsonl(path: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    for number, record in _json_lines(path):
+        if record is None:
+            raise InputError("malformed JSON", f"{path}:{number}", "fix or delete that line")
+        text = next((record[f] for f in fields if isinstance(record, dict) and isinstance(record.get(f), str)), None)
+        if not text or not text.strip():
+            raise InputError(f"record has no text field ({' / '.join(fields)})", f"{path}:{number}",
+                             "add one of those fields")
+        yield str(record.get("id", f"{path.stem}:{number}")), text.strip()
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value or None when the line is not JSON) for each non-blank line."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON: {exc.msg}", f"{path}:{number}",
-                                 "fix or delete that line") from None
-            text = next((record[f] for f in fields if isinstance(record, dict) and isinstance(record.get(f), str)), None)
-            if not text or not text.strip():
-                raise InputError(f"record has no text field ({' / '.join(fields)})", f"{path}:{number}",
-                                 "add one of those fields")
-            yield str(record.get("id", f"{path.stem}:{number}")), text.strip()
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError:
+                    yield number, None
 
 
 # Above this size a JSON file is read through `datasets` (Arrow, memory-mapped) instead of json.load,
@@ -85,16 +90,8 @@ def _arrow_records(path: Path, field: str | None) -> Iterable[dict]:
 
 def jsonl_records(path: Path, skipped: Counter) -> Iterator[tuple[int, dict]]:
     """(line number, record) for each JSON object line; malformed lines are skipped and counted."""
-    path = require_file(path, "data file")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict):
-                skipped["malformed lines"] += 1
-                continue
+    for number, record in _json_lines(require_file(path, "data file")):
+        if isinstance(record, dict):
             yield number, record
+        else:
+            skipped["malformed lines"] += 1

@@ -13,8 +13,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from stylecap.errors import InputError, UsageError
-from stylecap.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root
+from stylecap.errors import InputError
+from stylecap.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root, split_file
 from stylecap.tasks.caption import karpathy_images
 from stylecap.tasks.textfiles import json_records, require_file
 
@@ -58,7 +58,7 @@ def training_targets(answers: list[str]) -> list[str]:
 def vqa_files(path: Path, split: str | None) -> tuple[Path, Path]:
     """The questions file and its annotations file, from either file or a folder and a split."""
     if path.is_dir():
-        path = _questions_in(path, split or "train")
+        path = split_file(path, f"*_{split or 'train'}*_questions.json", "VQA questions", split or "train")
     require_file(path, "VQA file")
     if "_questions" in path.name:
         questions = path
@@ -80,15 +80,6 @@ def _annotations_of(questions: Path) -> Path:
     """VQA's naming: ``v2_OpenEnded_mscoco_val2014_questions.json`` → ``v2_mscoco_val2014_annotations.json``."""
     name = re.sub(r"(OpenEnded|MultipleChoice)_", "", questions.name).replace("_questions", "_annotations")
     return questions.with_name(name)
-
-
-def _questions_in(folder: Path, split: str) -> Path:
-    found = sorted(folder.glob(f"*_{split}*_questions.json"))
-    if len(found) != 1:
-        names = ", ".join(p.name for p in found) or "none"
-        raise UsageError(f"{len(found)} VQA question files for split '{split}' in the folder ({names})",
-                         str(folder), "pass the questions file with --data, or choose --split")
-    return found[0]
 
 
 def image_captions(options: ReadOptions, questions_file: Path) -> tuple[dict, Path]:
