@@ -76,9 +76,12 @@ def describe(template: str, scene: Scene, rng: random.Random) -> Described:
     if "{phrase}" in template:
         template = template.replace("{phrase}", rng.choice(_phrases(n)))
     objs = dict(zip(LETTERS, rng.sample(scene.objects, n)))
-    values = {"bg": rng.choice(vocab()["backgrounds"][scene.background]["words"])}
+    values = {letter: mention(obj, rng) for letter, obj in objs.items()}
     for letter, obj in objs.items():
-        values[letter], values[f"the_{letter}"] = mention(obj, rng), short_ref(obj, rng)
+        if "{the_" + letter + "}" in template:
+            values["the_" + letter] = short_ref(obj, rng)
+    if "{bg}" in template:
+        values["bg"] = rng.choice(vocab()["backgrounds"][scene.background]["words"])
     stated = []
     for slot, subject in (("rel", "A"), ("rel2", "C")):
         if "{" + slot + "}" in template:
