@@ -8,12 +8,16 @@ to ``--images`` or to the file's folder) or a Karpathy-split COCO file (``datase
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
-from stylecap.errors import InputError
+from stylecap.errors import InputError, ModelError
+from stylecap.tasks.caption import karpathy_images
+from stylecap.tasks.textfiles import jsonl_records, require_file
 from stylecap.gap import ADAPTERS, auto_noise, expected_cosine, fit_adapters, save_gap
 
 
@@ -28,52 +32,37 @@ class Pairs:
 
 def read_pairs(path: Path, images: Path | None = None, split: str | None = None, limit: int | None = None) -> Pairs:
     """Pairs from a JSONL or Karpathy JSON file, keeping ``split`` when records name one."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("pairs file not found", str(path), "give a JSONL of {image, caption} or dataset_coco.json")
+    path = require_file(Path(path), "pairs file")
     root = Path(images) if images else path.parent
-    records = _karpathy_records(path) if path.suffix == ".json" else _jsonl_records(path)
-    if split is not None and any(r[2] is not None for r in records):
-        records = [r for r in records if r[2] == split]
+    skipped: Counter = Counter()
+    if path.suffix == ".json":  # Karpathy: the captioning task's reader ("train" includes "restval")
+        records = ((relative, caption) for _, relative, captions in karpathy_images(path, split, skipped)
+                   for caption in captions)
+    else:
+        records = _jsonl_pairs(path, split, skipped)
     index: dict[str, int] = {}
     captions, image_of = [], []
-    for image, caption, _ in records:
+    for image, caption in records:
         if limit is not None and image not in index and len(index) >= limit:
             continue
         image_of.append(index.setdefault(image, len(index)))
         captions.append(caption)
+    if skipped:
+        raise InputError("unreadable records: " + ", ".join(f"{n} {what}" for what, n in skipped.items()), str(path),
+                         'fix them (JSONL: {"image": "img/1.jpg", "caption": "a dog"} per line)')
     if not captions:
         raise InputError("no image–caption pairs found" + (f" in split '{split}'" if split else ""), str(path),
                          "check the file (and --split)")
     return Pairs([root / image for image in index], captions, image_of)
 
 
-def _jsonl_records(path: Path) -> list[tuple[str, str, str | None]]:
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON: {exc.msg}", f"{path}:{number}", "fix or delete that line") from None
-            if not isinstance(record, dict) or not isinstance(record.get("image"), str) \
-                    or not isinstance(record.get("caption"), str):
-                raise InputError("a pair needs string fields 'image' and 'caption'", f"{path}:{number}",
-                                 'write records like {"image": "img/1.jpg", "caption": "a dog"}')
-            records.append((record["image"], record["caption"].strip(), record.get("split")))
-    return records
-
-
-def _karpathy_records(path: Path) -> list[tuple[str, str, str | None]]:
-    try:
-        images = json.loads(path.read_text(encoding="utf-8"))["images"]
-        return [(str(Path(image.get("filepath", "")) / image["filename"]), sentence["raw"].strip(), image.get("split"))
-                for image in images for sentence in image["sentences"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"not a Karpathy caption file ({type(exc).__name__}: {exc})", str(path),
-                         "expected images[].filename and images[].sentences[].raw") from None
+def _jsonl_pairs(path: Path, split: str | None, skipped: Counter) -> Iterator[tuple[str, str]]:
+    for _, record in jsonl_records(path, skipped):
+        image, caption = record.get("image"), record.get("caption")
+        if not isinstance(image, str) or not isinstance(caption, str) or not caption.strip():
+            skipped["records without string 'image' and 'caption'"] += 1
+        elif split is None or record.get("split", split) == split:
+            yield image, caption.strip()
 
 
 def encode_pairs(encoder, pairs: Pairs, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,14 +118,17 @@ def gap_statistics(text: torch.Tensor, image: torch.Tensor, image_of: list[int])
         "mean_pair_distance": float((image - text).norm(dim=1).mean()),
         "pca_explained_variance": [round(float(r), 6) for r in ratios[:20]],
         "pca_cumulative": {str(k): float(cumulative[k - 1]) for k in (1, 2, 5, 10, 20, 50) if k <= dim},
-        "pca_components_for_90pct": int((cumulative < 0.9).sum()) + 1,
+        "pca_components_for_90pct": min(dim, int((cumulative < 0.9).sum()) + 1),
     }
 
 
 def noise_report(stats: dict, sigma: float | None = None) -> dict:
-    """The σ that ``--noise auto`` picks here, and what a given σ does (cos(noisy, clean))."""
-    auto = auto_noise(stats, stats["dim"])
-    report = {"auto_sigma": auto, "expected_cos_noisy_clean_at_auto": expected_cosine(auto, stats["dim"])}
+    """The σ that ``--noise auto`` picks here (None when this CLIP does not align pairs), and what σ does."""
+    try:
+        auto = auto_noise(stats, stats["dim"])
+        report = {"auto_sigma": auto, "expected_cos_noisy_clean_at_auto": expected_cosine(auto, stats["dim"])}
+    except ModelError as exc:
+        report = {"auto_sigma": None, "auto_error": exc.what}
     if sigma is not None:
         report.update(sigma=sigma, expected_cos_noisy_clean=expected_cosine(sigma, stats["dim"]))
     return report
@@ -274,7 +266,7 @@ def analyze_gap(source: PairSource, out: Path, noise: float | None = None) -> di
     """The gap report (``analysis.json``) and its plots (PNG) in ``out``; returns the report."""
     encoder, pairs, text, image = _encoded(source)
     stats = gap_statistics(text, image, pairs.image_of)
-    sigma = auto_noise(stats, encoder.dim) if noise is None else noise
+    sigma = noise if noise is not None else noise_report(stats)["auto_sigma"] or 0.0
     adapters = {kind: adapter for kind, (adapter, _) in fit_adapters(text, image, list(ADAPTERS), sigma).items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -114,8 +114,9 @@ def train_task(task_name: str, data: Path, choices: ModelChoices, options: Train
         from stylecap.gap import load_fitted_adapter  # the gap toolkit: fitted shift/linear/covariance
         from stylecap.model import build_model
 
+        adapter = load_fitted_adapter(choices.adapter, choices.gap, config.noise, encoder.dim)
         model = build_model(config)
-        model.adapter = load_fitted_adapter(choices.adapter, choices.gap, config.noise, encoder.dim)
+        model.adapter = adapter
     model_dir = train(vectors, rows, config, options, model=model)
     if val is not None and os.environ.get("RANK", "0") == "0":  # validate once, not once per process
         from stylecap.evaluate import evaluate

