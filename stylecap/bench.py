@@ -25,7 +25,7 @@ class PathResult:
     name: str
     items: int
     seconds: float
-    peak_rss_mb: float  # this process and its children (e.g. DataLoader workers), sampled
+    peak_memory_mb: float  # this process and its children (PSS where the OS reports it), sampled
 
     @property
     def items_per_s(self) -> float:
@@ -51,13 +51,15 @@ class BenchReport:
         return {"benchmark": self.name, "unit": self.unit, **rows, "speedup": self.speedup, "setup": self.setup,
                 "environment": environment()}
 
-    def show(self, console) -> None:
+    def show(self, console=None) -> None:
+        from rich.console import Console
         from rich.table import Table
 
-        table = Table("path", self.unit, "seconds", f"{self.unit}/s", "peak RSS (MB)", title=f"bench {self.name}")
+        console = console or Console()
+        table = Table("path", self.unit, "seconds", f"{self.unit}/s", "peak memory (MB)", title=f"bench {self.name}")
         for row in (self.reference, self.ours):
             table.add_row(row.name, str(row.items), f"{row.seconds:.2f}", f"{row.items_per_s:.2f}",
-                          f"{row.peak_rss_mb:.0f}")
+                          f"{row.peak_memory_mb:.0f}")
         console.print(table)
         console.print(f"speedup: {self.speedup:.2f}x {self.unit}/s", highlight=False)
 
@@ -79,29 +81,31 @@ def measure(name: str, run: Callable[[], int], sync: Callable[[], None] | None =
 
 
 class _PeakMemory:
-    """Peak resident memory of this process plus its children, sampled every 20 ms on a thread."""
+    """Peak memory of this process plus its children (e.g. DataLoader workers), sampled every 20 ms on a
+    thread. Proportional set size, so pages that forked workers share with their parent count once."""
 
     def __init__(self):
         self.peak, self._stop = 0, threading.Event()
 
-    def _rss(self) -> int:
+    def _memory(self) -> int:
         import psutil
 
         me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
+        total = 0
+        for process in [me, *me.children(recursive=True)]:
             try:
-                total += child.memory_info().rss
+                info = process.memory_full_info()
+                total += getattr(info, "pss", info.rss)
             except psutil.Error:  # a worker that just exited
                 pass
         return total
 
     def _poll(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._rss())
+            self.peak = max(self.peak, self._memory())
 
     def __enter__(self):
-        self.peak = self._rss()
+        self.peak = self._memory()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
         return self
@@ -109,7 +113,7 @@ class _PeakMemory:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self.peak = max(self.peak, self._memory())
 
 
 def environment() -> dict:
@@ -152,7 +156,6 @@ class CaptionBench:
 def bench_caption(bench: CaptionBench, report_path: Path | None = None, show: bool = True) -> BenchReport:
     """Caption the same images with the reference path, then with ours; report images/s of both."""
     from stylecap.caption import Captioner, Decoding, Loading, caption_stream, find_images
-    from stylecap.progress import console
     from stylecap.records import OutputFile
 
     with tempfile.TemporaryDirectory(prefix="stylecap-bench-") as tmp:
@@ -176,7 +179,7 @@ def bench_caption(bench: CaptionBench, report_path: Path | None = None, show: bo
                  reference_batch_size=bench.reference_batch_size, device=str(encoder.device))
     report = BenchReport("caption", "images", ours, reference, setup)
     if show:
-        report.show(console)
+        report.show()
     if report_path:
         report.save(report_path)
     return report

@@ -215,6 +215,7 @@ def iter_image_vectors(encoder: "ClipEncoder", items: Iterable[Path | Failure], 
 
     Decoding and resizing run in ``num_workers`` DataLoader processes (default :func:`default_workers`),
     ahead of the encoder; ``items`` is consumed lazily, so it may be a generator over millions of files.
+    On CPU, the main process uses only the cores the workers leave free while the generator runs.
     :class:`Failure` items (e.g. from :func:`find_images`) pass through into the batch's failures.
     """
     import torch
@@ -225,9 +226,16 @@ def iter_image_vectors(encoder: "ClipEncoder", items: Iterable[Path | Failure], 
     loader = DataLoader(decoder, batch_sampler=_Batches(items, batch_size), num_workers=workers,
                         collate_fn=_collate, pin_memory=encoder.device.type == "cuda",
                         prefetch_factor=4 if workers else None)
-    for paths, pixels, failures in loader:
-        vectors = encoder.encode_image_batch(pixels) if paths else torch.empty(0, encoder.dim)
-        yield ImageBatch(paths, vectors, failures)
+    threads = torch.get_num_threads()
+    if encoder.device.type == "cpu" and workers:
+        # Workers and compute threads share the cores; oversubscribed math threads spin and stall.
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
+    try:
+        for paths, pixels, failures in loader:
+            vectors = encoder.encode_image_batch(pixels) if paths else torch.empty(0, encoder.dim)
+            yield ImageBatch(paths, vectors, failures)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _draft_size(encoder: "ClipEncoder") -> int:
@@ -264,9 +272,9 @@ class Decoding:
         return kwargs
 
 
-# Task → the option that carries its input text (question, hypothesis, article).
-TASK_INPUTS = {"vqa": "question", "ve": "hypothesis", "entailment": "hypothesis", "visual-entailment": "hypothesis",
-               "news": "context", "visual-news": "context"}
+# Task → the option that carries its input text, with an example for error messages.
+TASK_INPUTS = {"vqa": ("question", '"what is the man holding?"'), "ve": ("hypothesis", '"two dogs play outside"'),
+               "news": ("context", "article.txt")}
 TEXTLESS_TASKS = {"caption", "style"}
 
 
@@ -281,16 +289,15 @@ class TaskInput:
     def text_for(self, task: str) -> str | None:
         """The input text for a model of ``task``, checked against what that task reads."""
         given = {name: value for name, value in vars(self).items() if value is not None}
-        expected = TASK_INPUTS.get(task)
+        expected, example = TASK_INPUTS.get(task, (None, None))
+        reads = f"--{expected}" if expected else "no input text"
         if len(given) > 1:
             raise UsageError("give only one of --question, --hypothesis, --context", None,
-                             f"this model ({task}) reads {'--' + expected if expected else 'no input text'}")
+                             f"this {task} model reads {reads}")
         if expected and not given:
-            raise UsageError(f"this is a {task} model: it needs --{expected}", None,
-                             f'e.g. --{expected} {"FILE" if expected == "context" else chr(34) + "…" + chr(34)}')
+            raise UsageError(f"this is a {task} model: it needs --{expected}", None, f"e.g. --{expected} {example}")
         name = next(iter(given), None)
         if name and (task in TEXTLESS_TASKS or (expected and name != expected)):
-            reads = f"--{expected}" if expected else "no input text"
             raise UsageError(f"--{name} does not apply to this {task} model", None, f"it reads {reads}")
         if name == "context":
             if not Path(self.context).is_file():
