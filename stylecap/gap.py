@@ -118,10 +118,13 @@ class LinearAdapter(GapAdapter):
         if n_test:
             scores = {ridge: _distance_cosine(_ridge(x[train], y[train], ridge), x[test], y[test]) for ridge in RIDGE_GRID}
             ridge = min(scores, key=lambda r: scores[r][0])
-            before = _distance_cosine((torch.eye(x.shape[1], dtype=x.dtype), torch.zeros(x.shape[1], dtype=x.dtype)),
-                                      x[test], y[test])
+            eye = torch.eye(x.shape[1], dtype=x.dtype)
+            before = _distance_cosine((eye, torch.zeros_like(x[0])), x[test], y[test])
+            # the mean shift as a baseline: a map is only worth its parameters if it beats this
+            shifted = _distance_cosine((eye, y[train].mean(0) - x[train].mean(0)), x[test], y[test])
             stats.update(ridge=ridge, held_out_distance=scores[ridge][0], held_out_cosine=scores[ridge][1],
-                         held_out_distance_before=before[0], held_out_cosine_before=before[1])
+                         held_out_distance_before=before[0], held_out_cosine_before=before[1],
+                         held_out_distance_mean_shift=shifted[0], held_out_cosine_mean_shift=shifted[1])
         else:
             ridge = 1e-2
             stats["ridge"] = ridge
@@ -164,16 +167,20 @@ class CovarianceAdapter(MeanShiftAdapter):
 
     def fit(self, text_vecs: torch.Tensor, image_vecs: torch.Tensor) -> dict:
         stats = super().fit(text_vecs, image_vecs)
-        diffs = (image_vecs - text_vecs).double()
-        cov = torch.cov(diffs.T).reshape(self.dim, self.dim)
-        values, vectors = torch.linalg.eigh(cov)
-        values = values.clamp(min=0)
+        values, vectors = difference_spectrum(text_vecs, image_vecs)
         scale = self.dim / float(values.sum()) if float(values.sum()) > 0 else 1.0
         self.factor.copy_((vectors * (values * scale).sqrt()).float())
-        top = values.flip(0) / values.sum().clamp(min=1e-12)
-        stats.update(difference_variance=float(values.sum()), top_component_share=float(top[0]),
-                     effective_rank=float(1.0 / (top ** 2).sum()))
+        share = values / values.sum().clamp(min=1e-12)
+        stats.update(difference_variance=float(values.sum()), top_component_share=float(share[0]),
+                     effective_rank=float(1.0 / (share ** 2).sum()))
         return stats
+
+
+def difference_spectrum(text_vecs: torch.Tensor, image_vecs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (descending, ≥ 0) and eigenvectors (columns) of the covariance of image − text."""
+    diffs = (image_vecs - text_vecs).double()
+    values, vectors = torch.linalg.eigh(torch.cov(diffs.T).reshape(diffs.shape[1], diffs.shape[1]))
+    return values.flip(0).clamp(min=0), vectors.flip(1)
 
 
 ADAPTERS: dict[str, type[GapAdapter]] = {

@@ -16,9 +16,9 @@ from typing import Iterator
 import torch
 
 from stylecap.errors import InputError, ModelError
+from stylecap.gap import ADAPTERS, auto_noise, difference_spectrum, expected_cosine, fit_adapters, save_gap
 from stylecap.tasks.caption import karpathy_images
 from stylecap.tasks.textfiles import jsonl_records, require_file
-from stylecap.gap import ADAPTERS, auto_noise, expected_cosine, fit_adapters, save_gap
 
 
 @dataclass
@@ -91,8 +91,7 @@ def _mean_unrelated_cosine(vecs: torch.Tensor, groups: torch.Tensor) -> float:
 
 def pca_of_differences(text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """Explained-variance ratios (descending) of the PCA of the centred image − text differences."""
-    diffs = (image - text).double()
-    values = torch.linalg.eigvalsh(torch.cov(diffs.T).reshape(diffs.shape[1], -1)).flip(0).clamp(min=0)
+    values, _ = difference_spectrum(text, image)
     return values / values.sum().clamp(min=1e-12)
 
 

@@ -8,7 +8,6 @@ A sweep folder holds ``gap/`` (the gap fitted on ``--pairs``), ``train_captions.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +88,7 @@ def run_sweep(spec: SweepSpec, out: Path) -> list[dict]:
             if not (model_dir / "stylecap.json").exists():  # trained before the scoring was interrupted
                 model_dir = _train_setting(setting, spec, train_pairs, gap_dir, out, encoder)
             result = {"setting": setting.name, "adapter": setting.adapter, "noise_option": setting.noise,
-                      **_score(model_dir, test_vecs, refs, spec.num_beams)}
+                      **_score(model_dir, test_vecs, refs, spec.num_beams, spec.progress)}
             result_path.write_text(json.dumps(result, indent=2))
         rows.append(json.loads(result_path.read_text()))
     (out / "sweep.json").write_text(json.dumps({"spec": _jsonable(spec), "results": rows}, indent=2))
@@ -138,35 +137,19 @@ def _refs_per_image(pairs: Pairs) -> list[list[str]]:
     return refs
 
 
-def _score(model_dir: Path, image_vecs: torch.Tensor, refs: list[list[str]], num_beams: int,
-           batch_size: int = 64) -> dict:
+def _score(model_dir: Path, image_vecs: torch.Tensor, refs: list[list[str]], num_beams: int, progress: bool) -> dict:
     from stylecap.encoders import default_device
+    from stylecap.evaluate import predict
+    from stylecap.metrics import caption_scores
     from stylecap.model import load_model
+    from stylecap.tasks import Example
 
     model = load_model(model_dir, default_device())
-    captions = []
-    for start in range(0, len(image_vecs), batch_size):
-        outputs = model.generate(image_vecs[start:start + batch_size], num_beams=num_beams)
-        captions += [beams[0][0] for beams in outputs]
-    return {"cider": round(100 * cider_d(captions, refs), 2), "noise": model.config.noise,
-            "images": len(captions), "examples": captions[:5], "model": str(model_dir)}
-
-
-def _tokens(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
-
-def cider_d(candidates: list[str], refs: list[list[str]]) -> float:
-    """Corpus CIDEr-D (pycocoevalcap), with a simple lower-case word tokenizer instead of the Java PTB one.
-
-    Kept local until the project's captioning metrics module exists; then this should call it.
-    """
-    from pycocoevalcap.cider.cider import Cider
-
-    gts = {i: [_tokens(r) for r in rs] for i, rs in enumerate(refs)}
-    res = {i: [_tokens(c)] for i, c in enumerate(candidates)}
-    score, _ = Cider().compute_score(gts, res)
-    return float(score)
+    examples = [Example(target=r[0], refs=r) for r in refs]
+    captions = [text for text, _ in predict(model, image_vecs, examples, num_beams=num_beams, progress=progress)]
+    scores, _ = caption_scores(dict(enumerate(captions)), dict(enumerate(refs)), meteor=False, spice=False)
+    return {"cider": round(100 * scores["CIDEr-D"], 2), "bleu4": round(100 * scores["BLEU-4"], 2),
+            "noise": model.config.noise, "images": len(captions), "examples": captions[:5], "model": str(model_dir)}
 
 
 def format_table(rows: list[dict]) -> str:
