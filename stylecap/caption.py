@@ -527,4 +527,5 @@ class _CaptionProgress:
 
 class _RateColumn(ProgressColumn):
     def render(self, task) -> Text:
-        return Text(f"{task.speed or 0:.1f} images/s")
+        rate = task.speed or (task.completed / task.elapsed if task.elapsed else 0.0)  # recent, else average
+        return Text(f"{rate:.1f} images/s")

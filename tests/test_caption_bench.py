@@ -7,17 +7,8 @@ import pytest
 
 from stylecap.bench import T5_BASE, CaptionBench, bench_caption, synthetic_photos
 from stylecap.cli import main
+from test_caption import _one_thread  # noqa: F401  (the same autouse fixture: one torch thread)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and two contend badly on a shared 2-core machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 def test_paper_size_path_runs_with_tiny_shapes(tmp_path):
     """The same code that builds ViT-L/14 + t5-base on a GPU, with shapes small enough for a CPU test."""

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from stylecap.caption import DEFAULT_MAX_PIXELS  # a constant; the module imports no torch
 from stylecap.cli import app
 from stylecap.cli.bench import bench_app
 
@@ -29,12 +30,12 @@ def caption(
     context: Optional[Path] = typer.Option(None, "--context", help="A text file with the article, for a visual-news model."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Image decoding processes (default: cores - 1, at most 8)."),
-    max_pixels: int = typer.Option(178_956_970, "--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Refuse images with more pixels (decompression-bomb guard)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda when available)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar and no table; the summary only."),
 ) -> None:
-    """Caption images with a trained model. Exit code 0: all captioned; 6: finished, some images failed
-    (each has a record with its reason); 3: no images / path missing; 4: the model cannot be loaded."""
+    """Caption images with a trained model. Exit codes: 0 all captioned; 6 finished, some images failed
+    (each has a record with its reason); 2 bad option; 3 no images / path missing; 4 model cannot be loaded."""
     from stylecap.caption import Decoding, Loading, TaskInput, caption_images
 
     report = caption_images(
