@@ -137,8 +137,11 @@ def train(vectors: torch.Tensor, rows: Sequence[Row], config: CloseConfig, optio
             _truncate_metrics(out / "metrics.jsonl", step)
     sampler = EpochBatches(len(rows), options.batch_size, options.seed, accelerator.process_index,
                            accelerator.num_processes, start=step * options.grad_accum)
+    # A private generator: creating the iterator must not draw from the global RNG, whose restored state
+    # is what makes a resumed run match an uninterrupted one.
     loader = torch.utils.data.DataLoader(RowBatches(vectors, rows, accelerator.unwrap_model(model).batch_builder),
-                                         sampler=sampler, batch_size=None, num_workers=options.num_workers)
+                                         sampler=sampler, batch_size=None, num_workers=options.num_workers,
+                                         generator=torch.Generator().manual_seed(options.seed))
     _loop(accelerator, model, optimizer, scheduler, loader, step, steps, options)
     final = out / "model"
     if accelerator.is_main_process:

@@ -32,3 +32,32 @@ def _stylecap_cache(tmp_path_factory):
         os.environ.pop("STYLECAP_CACHE", None)
     else:
         os.environ["STYLECAP_CACHE"] = old
+
+
+# ----------------------------------------------------------------------------- tiny local models
+
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
+SHAPES = ["circle", "square", "triangle", "star", "hexagon"]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_spec() -> str:
+    """A random-weight tiny open_clip model from the config shipped in the package (32-d vectors)."""
+    from stylecap.paths import asset
+
+    return str(asset("tiny-clip.json"))
+
+
+def make_captions(count: int, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return [f"a {rng.choice(['small', 'large'])} {rng.choice(COLOURS)} {rng.choice(SHAPES)} left of a "
+            f"{rng.choice(COLOURS)} {rng.choice(SHAPES)}" for _ in range(count)]
+
+
+@pytest.fixture(scope="session")
+def caption_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "captions.txt"
+    path.write_text("\n".join(make_captions(256)) + "\n")
+    return path
