@@ -61,3 +61,20 @@ def caption_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "captions.txt"
     path.write_text("\n".join(make_captions(256)) + "\n")
     return path
+
+
+def _run_cli(args: list[str]) -> int:
+    """The command line in this process (same code as the installed command, without its start-up time)."""
+    from stylecap.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exit:
+        return int(exit.code or 0)
+    return 0
+
+
+@pytest.fixture
+def cli():
+    """Run ``stylecap ARGS…`` in-process and return its exit code."""
+    return _run_cli

@@ -8,26 +8,15 @@ import sys
 import pytest
 from PIL import Image
 
-from stylecap.cli import main
-
-
-def run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exit:
-        return int(exit.code or 0)
-    return 0
-
-
 def test_help_lists_every_command():
     done = subprocess.run([sys.executable, "-m", "stylecap", "--help"], capture_output=True, text=True, check=True)
     for command in ("train", "caption", "generate", "corpus", "eval", "gap", "world", "bench"):
         assert command in done.stdout
 
 
-def test_train_then_caption_on_cpu(tmp_path, caption_file, tiny_clip_spec, capsys):
+def test_train_then_caption_on_cpu(tmp_path, caption_file, tiny_clip_spec, capsys, cli):
     out = tmp_path / "run"
-    assert run(["train", "--data", str(caption_file), "--clip", tiny_clip_spec, "--out", str(out),
+    assert cli(["train", "--data", str(caption_file), "--clip", tiny_clip_spec, "--out", str(out),
                 "--steps", "8", "--batch-size", "8", "--quiet"]) == 0
     assert "model saved to" in capsys.readouterr().out
     photos = tmp_path / "photos"
@@ -35,7 +24,7 @@ def test_train_then_caption_on_cpu(tmp_path, caption_file, tiny_clip_spec, capsy
     for index, colour in enumerate([(220, 30, 30), (30, 30, 220)]):
         Image.new("RGB", (48, 48), colour).save(photos / f"{index}.png")
     records = tmp_path / "captions.jsonl"
-    assert run(["caption", str(photos), "--model", str(out / "model"), "--out", str(records), "--quiet",
+    assert cli(["caption", str(photos), "--model", str(out / "model"), "--out", str(records), "--quiet",
                 "--workers", "0", "--max-length", "6"]) == 0
     rows = [json.loads(line) for line in records.read_text().splitlines()]
     assert sorted(r["path"].rsplit("/", 1)[-1] for r in rows) == ["0.png", "1.png"]
@@ -70,14 +59,15 @@ def _good_txt(tmp_path):
     (lambda t, c: ["caption", str(_photo(t)), "--model", str(t)], 4, ["no stylecap.json"]),
     (lambda t, c: ["train", "--task", "poetry", "--data", "x"], 2, ["unknown task"]),
 ])
-def test_user_errors_are_one_line_with_a_documented_code(tmp_path, tiny_clip_spec, capsys, make_args, code, words):
-    assert run(make_args(tmp_path, tiny_clip_spec)) == code
+def test_user_errors_are_one_line_with_a_documented_code(tmp_path, tiny_clip_spec, capsys, cli, make_args, code,
+                                                        words):
+    assert cli(make_args(tmp_path, tiny_clip_spec)) == code
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
     for word in words:
         assert word in err
 
 
-def test_unknown_option_is_a_usage_error(capsys):
-    assert run(["train", "--data", "x", "--no-such-option"]) == 2
+def test_unknown_option_is_a_usage_error(capsys, cli):
+    assert cli(["train", "--data", "x", "--no-such-option"]) == 2
     assert "No such option" in capsys.readouterr().err

@@ -48,7 +48,7 @@ def test_faults_are_counted_and_nothing_is_lost(tmp_path, no_key):
         second = generate(_config(server.url, tmp_path / "faulty"))  # retries only the two failures
         assert second["this_run"]["inputs"] == 2 and second["inputs"] == {
             "done": SEED_COUNT, "failed": 0, "failure_reasons": {}}
-        clean = generate(_config(server.url, tmp_path / "clean"))
+        generate(_config(server.url, tmp_path / "clean"))
 
     assert _corpus(tmp_path / "faulty") == _corpus(tmp_path / "clean")
     assert len(_corpus(tmp_path / "clean")) == SEED_COUNT

@@ -40,19 +40,9 @@ def train_args(data: Path, clip: str, out: Path, steps: int) -> list[str]:
             "--batch-size", "8", "--lr", "1e-3", "--checkpoint-every", "10", "--quiet"]
 
 
-def run_cli(args: list[str]) -> int:
-    """The command line in this process (same code as the installed command, without its start-up time)."""
-    from stylecap.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exit:
-        return int(exit.code or 0)
-    return 0
-
-
-def test_resume_after_kill_reproduces_the_uninterrupted_loss_curve(tmp_path, caption_file, tiny_clip_spec, capsys):
-    steps = 300
+def test_resume_after_kill_reproduces_the_uninterrupted_loss_curve(tmp_path, caption_file, tiny_clip_spec, capsys,
+                                                                    cli):
+    steps = 120  # long enough that the kill lands mid-run (a checkpoint every 10 steps)
 
     run = tmp_path / "interrupted"
     proc = subprocess.Popen(stylecap_cmd(*train_args(caption_file, tiny_clip_spec, run, steps)),
@@ -67,10 +57,10 @@ def test_resume_after_kill_reproduces_the_uninterrupted_loss_curve(tmp_path, cap
     assert not (run / "model").exists()
 
     args = train_args(caption_file, tiny_clip_spec, run, steps)
-    assert run_cli(args) == 2  # never silently restarts an unfinished run
+    assert cli(args) == 2  # never silently restarts an unfinished run
     assert "--resume" in capsys.readouterr().err
-    assert run_cli([*args, "--resume"]) == 0
-    assert run_cli(train_args(caption_file, tiny_clip_spec, tmp_path / "reference", steps)) == 0
+    assert cli([*args, "--resume"]) == 0
+    assert cli(train_args(caption_file, tiny_clip_spec, tmp_path / "reference", steps)) == 0
 
     expected, resumed = metrics(tmp_path / "reference"), metrics(run)
     assert sorted(resumed) == sorted(expected)
