@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,10 +78,16 @@ def test_resume_refuses_a_different_config(tmp_path, caption_file, tiny_clip_spe
         train_task("caption", caption_file, ModelChoices(clip=tiny_clip_spec, prefix_len=2), options)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_two_cpu_processes_train_together(tmp_path, caption_file, tiny_clip_spec):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", "29611", "-m", "stylecap", *train_args(caption_file, tiny_clip_spec, out, 20)]
+           "--master_port", str(free_port()), "-m", "stylecap", *train_args(caption_file, tiny_clip_spec, out, 20)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("model saved") == 1
