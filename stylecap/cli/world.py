@@ -43,3 +43,29 @@ def _split_counts(values: list[str]) -> dict[str, int]:
             raise UsageError(f"bad split size {value!r}", "--split", "write it as NAME=COUNT, e.g. clip=5000")
         counts[name.strip()] = int(number)
     return counts
+
+
+@world_app.command("clip")
+def clip(
+    world: Optional[Path] = typer.Option(None, "--world", help="World to train on (its clip split) or to "
+                                                               "measure (its test split)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the trained CLIP into "
+                                                           "(open_clip layout, with recipe.json and stats.json)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: the shipped recipe's)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step."),
+    threads: int = typer.Option(2, "--threads", help="CPU threads for training."),
+    stats: bool = typer.Option(False, "--stats", help="Print the CLIP's stats: the shipped ones, or measured "
+                                                      "on --world's test split."),
+    spec: str = typer.Option("world", "--clip", help="The CLIP --stats measures (with --world)."),
+) -> None:
+    """Train the world's tiny CLIP (`--world W --out DIR`), or print its stats (`--stats`)."""
+    from stylecap.world.clip import make_world_clip, print_stats
+
+    if stats:
+        print_stats(spec, world)
+        return
+    if world is None or out is None:
+        raise UsageError("training the world CLIP needs --world and --out", "stylecap world clip",
+                         "build a world first (`stylecap world build --out W`), then "
+                         "`stylecap world clip --world W --out DIR`; or pass --stats")
+    print_stats(str(out), None, make_world_clip(world, out, steps, batch_size, threads, log=err_console.print))
