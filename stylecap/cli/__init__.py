@@ -26,7 +26,7 @@ app = typer.Typer(
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Command modules, imported for their side effect of registering commands on ``app``.
-_COMMANDS = ["train", "caption", "generate", "gap", "world", "evaluate", "bench"]
+_COMMANDS = ["train", "caption", "generate", "gap", "world", "evaluate", "bench", "demo"]
 
 
 def _register_commands() -> None:

@@ -1,0 +1,65 @@
+"""`stylecap demo` (the offline end-to-end demo) and `stylecap bench quality` (the same at full size)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from stylecap.cli import app, err_console
+from stylecap.cli.bench import bench_app
+
+
+def _seeds(text: str) -> list[int]:
+    from stylecap.errors import UsageError
+
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"bad seed list {text!r}", "--seeds", "write seeds as 0,1,2") from None
+
+
+def _run(spec) -> None:
+    from rich.console import Console
+
+    from stylecap.demo import checks_table, report_table, run_demo
+
+    report = run_demo(spec)
+    console = Console()
+    console.print(report_table(report))
+    console.print(checks_table(report))
+    err_console.print(f"report: {spec.out / 'report.json'}, gallery: {spec.out / 'gallery.html'} "
+                      f"({report['seconds']:.0f} s)")
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("stylecap-demo"), "--out", help="Folder for the world, models, report.json "
+                                                                 "and gallery.html (reused when run again)."),
+    world: Optional[Path] = typer.Option(None, "--world", help="Use this world instead of building a small one."),
+    steps: int = typer.Option(400, "--steps", help="Training steps for every model (the same budget each)."),
+    seeds: str = typer.Option("0", "--seeds", help="Training seeds, comma-separated."),
+    voice: str = typer.Option("egocentric", "--voice", help="Style voice: egocentric or uplifting."),
+    clip: str = typer.Option("world", "--clip", help="CLIP spec (default: the shipped world CLIP)."),
+    test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Caption at most this many test images."),
+) -> None:
+    """Text-only captioning on the synthetic world, offline: with and without noise, mean shift, an
+    image-trained reference and a style voice, scored on held-out test images."""
+    from stylecap.demo import DemoSpec
+
+    _run(DemoSpec(out=out, world=world, steps=steps, seeds=_seeds(seeds), voice=voice, clip=clip,
+                  test_limit=test_limit))
+
+
+@bench_app.command("quality")
+def quality(
+    out: Path = typer.Option(Path("stylecap-quality"), "--out", help="Folder for the world, models and report."),
+    world: Optional[Path] = typer.Option(None, "--world", help="Use this world instead of building a default one."),
+    steps: int = typer.Option(3000, "--steps", help="Training steps for every model."),
+    seeds: str = typer.Option("0,1", "--seeds", help="Training seeds, comma-separated (two or more)."),
+    voice: str = typer.Option("egocentric", "--voice", help="Style voice: egocentric or uplifting."),
+) -> None:
+    """The demo at full size: default world, full step budgets, several seeds, target checks."""
+    from stylecap.demo import quality_spec
+
+    _run(quality_spec(out, world=world, steps=steps, seeds=_seeds(seeds), voice=voice))
