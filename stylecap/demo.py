@@ -43,7 +43,7 @@ class DemoSpec:
     world_seed: int = 0
     clip: str = "world"
     lm: str = "tiny-t5"
-    steps: int = 400
+    steps: int = 700
     batch_size: int = 32
     lr: float = 3e-3
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -77,7 +77,7 @@ def run_demo(spec: DemoSpec) -> dict:
     runs: dict[str, dict[str, list[dict]]] = {"caption": {}, "style": {}}
     captions: dict[str, dict[str, str]] = {}  # variant → image id → caption (first seed)
     for seed in spec.seeds:
-        for task, variant, model_dir in _train_all(spec, world, gap_dir, seed, out / f"seed-{seed}"):
+        for task, variant, model_dir in _train_all(spec, world, gap_dir, seed, _runs_folder(spec, out, seed)):
             texts = _caption(model_dir, vectors, test, spec.progress)
             runs[task].setdefault(variant, []).append(_score(texts, refs, scenes, spec.voice if task == "style" else None))
             captions.setdefault(variant, texts)
@@ -85,6 +85,15 @@ def run_demo(spec: DemoSpec) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     write_gallery(out / "gallery.html", test[: spec.gallery_size], captions, out)
     return report
+
+
+def _runs_folder(spec: DemoSpec, out: Path, seed: int) -> Path:
+    """Where one seed's models go: keyed by what shapes them, so a rerun with other settings
+    trains afresh instead of reusing models it did not ask for."""
+    from stylecap.paths import text_digest
+
+    key = text_digest([spec.clip, spec.lm, str(spec.steps), str(spec.batch_size), str(spec.lr), spec.voice])
+    return out / "runs" / f"{key}-seed-{seed}"
 
 
 def _ensure_world(spec: DemoSpec) -> Path:

@@ -37,7 +37,8 @@ def demo(
     out: Path = typer.Option(Path("stylecap-demo"), "--out", help="Folder for the world, models, report.json "
                                                                  "and gallery.html (reused when run again)."),
     world: Optional[Path] = typer.Option(None, "--world", help="Use this world instead of building a small one."),
-    steps: int = typer.Option(400, "--steps", help="Training steps for every model (the same budget each)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps for every model, the same budget "
+                                                             "each (default 700: about 5 minutes on 2 cores)."),
     seeds: str = typer.Option("0", "--seeds", help="Training seeds, comma-separated."),
     voice: str = typer.Option("egocentric", "--voice", help="Style voice: egocentric or uplifting."),
     clip: str = typer.Option("world", "--clip", help="CLIP spec (default: the shipped world CLIP)."),
@@ -47,19 +48,20 @@ def demo(
     image-trained reference and a style voice, scored on held-out test images."""
     from stylecap.demo import DemoSpec
 
-    _run(DemoSpec(out=out, world=world, steps=steps, seeds=_seeds(seeds), voice=voice, clip=clip,
-                  test_limit=test_limit))
+    given = {"steps": steps} if steps else {}
+    _run(DemoSpec(out=out, world=world, seeds=_seeds(seeds), voice=voice, clip=clip, test_limit=test_limit, **given))
 
 
 @bench_app.command("quality")
 def quality(
     out: Path = typer.Option(Path("stylecap-quality"), "--out", help="Folder for the world, models and report."),
     world: Optional[Path] = typer.Option(None, "--world", help="Use this world instead of building a default one."),
-    steps: int = typer.Option(3000, "--steps", help="Training steps for every model."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps for every model (default 3000)."),
     seeds: str = typer.Option("0,1", "--seeds", help="Training seeds, comma-separated (two or more)."),
     voice: str = typer.Option("egocentric", "--voice", help="Style voice: egocentric or uplifting."),
 ) -> None:
     """The demo at full size: default world, full step budgets, several seeds, target checks."""
     from stylecap.demo import quality_spec
 
-    _run(quality_spec(out, world=world, steps=steps, seeds=_seeds(seeds), voice=voice))
+    given = {"steps": steps} if steps else {}
+    _run(quality_spec(out, world=world, seeds=_seeds(seeds), voice=voice, **given))
