@@ -43,7 +43,7 @@ class DemoSpec:
     world_seed: int = 0
     clip: str = "world"
     lm: str = "tiny-t5"
-    steps: int = 700
+    steps: int = 450
     batch_size: int = 32
     lr: float = 3e-3
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -138,7 +138,8 @@ def _train_all(spec: DemoSpec, world: Path, gap_dir: Path, seed: int, folder: Pa
     from stylecap.train import TrainOptions
 
     # The world's LM starts from random weights: there is nothing for LoRA to preserve, so train it all.
-    base = ModelChoices(clip=spec.clip, lm=spec.lm, lora=False)
+    # Three-object captions run to ~65 tiny-t5 tokens: the task's default 32 would cut them off.
+    base = ModelChoices(clip=spec.clip, lm=spec.lm, lora=False, max_target_len=72)
     jobs = [("caption", name, world / "dataset_coco.json", inp, noise, adapter, ReadOptions(split="train"))
             for name, (inp, noise, adapter) in CAPTION_VARIANTS.items()]
     jobs.append(("style", spec.voice, world / "styles" / f"{spec.voice}.jsonl", "text", "auto", "noise", None))
