@@ -137,3 +137,16 @@ def test_bench_generate_smoke(tmp_path):
                             out=tmp_path / "bench.json")
     assert report["concurrent"]["requests"] == 40 and report["concurrent"]["failed"] == 0
     assert report["ratio"] > 0 and json.loads((tmp_path / "bench.json").read_text())["ratio"] == report["ratio"]
+
+
+def test_a_generated_corpus_folder_trains_a_style_model(tmp_path, no_key, tiny_clip_spec, cli):
+    with LoopbackLLM() as server:
+        generate(_config(server.url, tmp_path / "corpus"))
+    texts = {text for _, text in _corpus(tmp_path / "corpus")}
+    from stylecap.tasks import ReadOptions, get_task
+
+    examples = get_task("style").read(tmp_path / "corpus", ReadOptions())
+    assert {ex.target for ex in examples} == texts  # every record, nothing from the raw log or manifest
+    assert cli(["train", "--task", "style", "--data", str(tmp_path / "corpus"), "--clip", tiny_clip_spec,
+                "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "4", "--quiet"]) == 0
+    assert (tmp_path / "run" / "model" / "stylecap.json").exists()
