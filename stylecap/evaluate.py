@@ -87,42 +87,27 @@ def image_vectors(encoder, examples: Examples, where: str, batch_size: int = 64,
                   progress: bool = True) -> tuple[Examples, torch.Tensor]:
     """CLIP image vectors for the examples whose image can be read; the others are counted, and it is
     an error only when none can be read."""
+    from stylecap.caption import iter_image_vectors  # the captioner's robust, batched image decoding
     from stylecap.progress import simple_progress
 
     skipped = Counter(examples.skipped)
     present = [ex for ex in examples if ex.image and Path(ex.image).is_file()]
     skipped["missing images"] += len(examples) - len(present)
-    kept, chunks = [], []
-    with simple_progress("encoding images", len(present), enabled=progress) as bar:
-        task = bar.add_task("encoding images", total=len(present))
-        for start in range(0, len(present), batch_size):
-            batch = present[start:start + batch_size]
-            good, vecs = _encode_readable(encoder, batch)
-            skipped["unreadable images"] += len(batch) - len(good)
-            kept += good
-            chunks.append(vecs)
-            bar.update(task, advance=len(batch))
+    paths = list(dict.fromkeys(str(ex.image) for ex in present))  # each image encoded once
+    found: dict[str, torch.Tensor] = {}
+    with simple_progress("encoding images", len(paths), enabled=progress) as bar:
+        task = bar.add_task("encoding images", total=len(paths))
+        for batch in iter_image_vectors(encoder, map(Path, paths), batch_size):
+            found.update(zip(batch.paths, batch.vectors))
+            bar.update(task, advance=len(batch.paths) + len(batch.failures))
+    kept = [ex for ex in present if str(ex.image) in found]
+    skipped["unreadable images"] += len(present) - len(kept)
     if not kept:
         raise InputError(f"none of the {len(examples)} images could be read ({skipped['missing images']} missing, "
                          f"{skipped['unreadable images']} unreadable)", where,
                          "pass --images DIR, the folder the dataset's image paths are relative to")
     skipped = Counter({k: v for k, v in skipped.items() if v})
-    return Examples(kept, skipped), torch.cat(chunks)
-
-
-def _encode_readable(encoder, batch: list[Example]) -> tuple[list[Example], torch.Tensor]:
-    """Encode a batch; if some file cannot be decoded, encode one at a time and drop the bad ones."""
-    try:
-        return batch, encoder.encode_images([ex.image for ex in batch])
-    except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated or non-image files
-        good, vecs = [], []
-        for ex in batch:
-            try:
-                vecs.append(encoder.encode_images([ex.image]))
-                good.append(ex)
-            except (OSError, ValueError, SyntaxError):
-                continue
-        return good, torch.cat(vecs) if vecs else torch.empty(0, encoder.dim)
+    return Examples(kept, skipped), torch.stack([found[str(ex.image)] for ex in kept])
 
 
 def predict(model, vectors: torch.Tensor, examples: Sequence[Example], batch_size: int = 32,
