@@ -152,7 +152,8 @@ class ClipEncoder:
         return F.normalize(vecs, dim=-1).cpu()
 
     def encode_images(self, images: Iterable, batch_size: int = 64) -> torch.Tensor:
-        """Encode PIL images or image file paths."""
+        """Encode in-memory PIL images or a few image files (many files: ``evaluate.encode_image_files``
+        decodes them in parallel and reports unreadable ones)."""
         from PIL import Image
 
         out, batch = [], []

@@ -87,19 +87,10 @@ def image_vectors(encoder, examples: Examples, where: str, batch_size: int = 64,
                   progress: bool = True) -> tuple[Examples, torch.Tensor]:
     """CLIP image vectors for the examples whose image can be read; the others are counted, and it is
     an error only when none can be read."""
-    from stylecap.caption import iter_image_vectors  # the captioner's robust, batched image decoding
-    from stylecap.progress import simple_progress
-
     skipped = Counter(examples.skipped)
     present = [ex for ex in examples if ex.image and Path(ex.image).is_file()]
     skipped["missing images"] += len(examples) - len(present)
-    paths = list(dict.fromkeys(str(ex.image) for ex in present))  # each image encoded once
-    found: dict[str, torch.Tensor] = {}
-    with simple_progress("encoding images", len(paths), enabled=progress) as bar:
-        task = bar.add_task("encoding images", total=len(paths))
-        for batch in iter_image_vectors(encoder, map(Path, paths), batch_size):
-            found.update(zip(batch.paths, batch.vectors))
-            bar.update(task, advance=len(batch.paths) + len(batch.failures))
+    found, _ = encode_image_files(encoder, [str(ex.image) for ex in present], batch_size, progress)
     kept = [ex for ex in present if str(ex.image) in found]
     skipped["unreadable images"] += len(present) - len(kept)
     if not kept:
@@ -108,6 +99,35 @@ def image_vectors(encoder, examples: Examples, where: str, batch_size: int = 64,
                          "pass --images DIR, the folder the dataset's image paths are relative to")
     skipped = Counter({k: v for k, v in skipped.items() if v})
     return Examples(kept, skipped), torch.stack([found[str(ex.image)] for ex in kept])
+
+
+def encode_image_files(encoder, paths: Sequence[str], batch_size: int = 64,
+                       progress: bool = True) -> tuple[dict[str, torch.Tensor], list]:
+    """Vectors of the image files (each encoded once) by path, and the failures with their reasons,
+    through the captioner's robust, batched decoding."""
+    from stylecap.caption import iter_image_vectors
+    from stylecap.progress import simple_progress
+
+    unique = list(dict.fromkeys(map(str, paths)))
+    found: dict[str, torch.Tensor] = {}
+    failures = []
+    with simple_progress("encoding images", len(unique), enabled=progress) as bar:
+        task = bar.add_task("encoding images", total=len(unique))
+        for batch in iter_image_vectors(encoder, map(Path, unique), batch_size):
+            found.update(zip(batch.paths, batch.vectors))
+            failures += batch.failures
+            bar.update(task, advance=len(batch.paths) + len(batch.failures))
+    return found, failures
+
+
+def all_image_vectors(encoder, paths: Sequence[Path], where: str, progress: bool = True) -> torch.Tensor:
+    """Vectors [len(paths), D] for images that must all be readable (gap fitting, sweeps): the first
+    unreadable one is an error naming the file and why."""
+    found, failures = encode_image_files(encoder, [str(p) for p in paths], progress=progress)
+    if failures:
+        raise InputError(f"{len(failures)} image(s) could not be read; first: {failures[0].reason}",
+                         failures[0].path, f"fix or remove them from {where}")
+    return torch.stack([found[str(p)] for p in paths])
 
 
 def predict(model, vectors: torch.Tensor, examples: Sequence[Example], batch_size: int = 32,

@@ -72,8 +72,10 @@ def encode_pairs(encoder, pairs: Pairs, progress: bool = True) -> tuple[torch.Te
     missing = next((p for p in pairs.images if not p.is_file()), None)
     if missing is not None:
         raise InputError("image not found", str(missing), "point --images at the folder the pairs' paths start from")
+    from stylecap.evaluate import all_image_vectors
+
     text = encode_texts_cached(encoder, pairs.captions, progress=progress)
-    image = encoder.encode_images(pairs.images)
+    image = all_image_vectors(encoder, pairs.images, "the pairs file", progress)
     return text, image[torch.tensor(pairs.image_of)]
 
 
@@ -256,7 +258,10 @@ def fit_gap(source: PairSource, out: Path, kinds: list[str] | None = None) -> di
     encoder, pairs, text, image = _encoded(source)
     stats = gap_statistics(text, image, pairs.image_of)
     fitted = fit_adapters(text, image, kinds)
-    meta = {**_provenance(encoder, source, stats), "statistics": stats, "noise": noise_report(stats)}
+    noise = noise_report(stats)
+    if noise["auto_sigma"] is not None:  # what --noise auto gives with each fitted adapter
+        noise["auto_sigma_by_adapter"] = {kind: auto_noise(stats, stats["dim"], fit) for kind, (_, fit) in fitted.items()}
+    meta = {**_provenance(encoder, source, stats), "statistics": stats, "noise": noise}
     save_gap(out, fitted, meta)
     return json.loads((Path(out) / "gap.json").read_text())
 

@@ -8,12 +8,13 @@ A sweep folder holds ``gap/`` (the gap fitted on ``--pairs``), ``train_captions.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from stylecap.errors import UsageError
+from stylecap.evaluate import all_image_vectors
 from stylecap.gap_analysis import PairSource, Pairs, fit_gap, read_pairs
 
 IMAGE_TRAINED = "image-trained"
@@ -37,6 +38,8 @@ class SweepSpec:
     steps: int = 500
     batch_size: int = 32
     lr: float = 1e-3
+    lora: bool = True  # False: train every LM weight (tiny LMs that start from random weights)
+    max_target_len: int | None = None
     num_beams: int = 1
     test_limit: int | None = None
     seed: int = 0
@@ -78,7 +81,7 @@ def run_sweep(spec: SweepSpec, out: Path) -> list[dict]:
     gap_dir = _fit_gap_once(spec, out) if spec.pairs is not None else None
     train_pairs = read_pairs(spec.train, spec.images, spec.train_split)
     test_pairs = read_pairs(spec.test, spec.images, spec.test_split, spec.test_limit)
-    test_vecs = encoder.encode_images(test_pairs.images)
+    test_vecs = all_image_vectors(encoder, test_pairs.images, "the test pairs", spec.progress)
     refs = _refs_per_image(test_pairs)
     rows = []
     for setting in settings:
@@ -109,7 +112,7 @@ def _fit_gap_once(spec: SweepSpec, out: Path) -> Path:
 
 def _train_setting(setting: Setting, spec: SweepSpec, train_pairs: Pairs, gap_dir: Path | None, out: Path,
                    encoder) -> Path:
-    from stylecap.pipeline import ModelChoices, build_config, train_task
+    from stylecap.pipeline import build_config, train_task
     from stylecap.train import Row, TrainOptions, train
 
     options = TrainOptions(out_dir=out / "runs" / setting.name, steps=spec.steps, batch_size=spec.batch_size,
@@ -117,17 +120,24 @@ def _train_setting(setting: Setting, spec: SweepSpec, train_pairs: Pairs, gap_di
                            resume=(out / "runs" / setting.name / "checkpoints").exists())
     if setting.adapter == IMAGE_TRAINED:
         # The reference: the same model trained on image vectors (no noise) instead of text vectors.
-        config = build_config("caption", ModelChoices(clip=spec.clip, lm=spec.lm, noise=0.0), encoder.dim)
+        config = build_config("caption", replace(_choices(spec), noise=0.0), encoder.dim)
         config.extra["trained_on"] = "images"
-        vectors = encoder.encode_images(train_pairs.images)
+        vectors = all_image_vectors(encoder, train_pairs.images, "the training pairs", spec.progress)
         rows = [Row(vector=i, target=c) for i, c in zip(train_pairs.image_of, train_pairs.captions)]
         return train(vectors, rows, config, options)
     captions = out / "train_captions.txt"
     if not captions.exists():
         captions.write_text("".join(" ".join(c.split()) + "\n" for c in dict.fromkeys(train_pairs.captions)))
-    choices = ModelChoices(clip=spec.clip, lm=spec.lm, noise=setting.noise, adapter=setting.adapter,
-                           gap=gap_dir if setting.noise == "auto" or setting.adapter != "noise" else None)
+    choices = replace(_choices(spec), noise=setting.noise, adapter=setting.adapter,
+                      gap=gap_dir if setting.noise == "auto" or setting.adapter != "noise" else None)
     return train_task("caption", captions, choices, options)
+
+
+def _choices(spec: SweepSpec):
+    """The model choices every setting shares."""
+    from stylecap.pipeline import ModelChoices
+
+    return ModelChoices(clip=spec.clip, lm=spec.lm, lora=spec.lora, max_target_len=spec.max_target_len)
 
 
 def _refs_per_image(pairs: Pairs) -> list[list[str]]:

@@ -112,6 +112,20 @@ def test_analyze_writes_json_fields_and_png_plots(world, clip, tmp_path):
     assert sorted(report["plots"]) == sorted(["pca_variance.png", "difference_correlation.png", "projection.png"])
 
 
+def test_a_broken_image_in_the_pairs_is_a_one_line_error_naming_it(clip, tmp_path, capsys):
+    from stylecap.errors import EXIT_INPUT
+
+    broken = draw_world(tmp_path)
+    (broken / "img" / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # a PNG header and nothing else
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gap", "fit", "--clip", clip, "--pairs", str(broken / "pairs.jsonl"), "--out", str(tmp_path / "gap"),
+              "--quiet"])
+    assert exit_info.value.code == EXIT_INPUT
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: 1 image(s) could not be read") and "5.png" in line
+    assert not (tmp_path / "gap" / "gap.json").exists()
+
+
 def test_fit_then_train_with_fitted_adapter_and_auto_noise(world, clip, tmp_path):
     from safetensors.torch import load_file
 

@@ -91,6 +91,9 @@ def sweep(
     steps: int = typer.Option(500, help="Optimiser steps per run."),
     batch_size: int = typer.Option(32, help="Batch size per run."),
     lr: float = typer.Option(1e-3, help="Peak learning rate per run."),
+    full_finetune: bool = typer.Option(False, "--full-finetune", help="Train all LM weights instead of LoRA "
+                                                                       "(for LMs that start from random weights)."),
+    max_target_len: Optional[int] = typer.Option(None, help="Max caption tokens (default: the task's)."),
     num_beams: int = typer.Option(1, help="Beams when captioning the test images."),
     test_limit: Optional[int] = typer.Option(None, help="At most this many test images."),
     seed: int = typer.Option(0, help="Seed of every run."),
@@ -103,7 +106,8 @@ def sweep(
     spec = SweepSpec(clip=clip, lm=lm, train=train, test=test, pairs=pairs, images=images, train_split=train_split,
                      test_split=test_split, pairs_split=pairs_split, sigmas=[parse_noise(s) for s in _csv(sigmas)],
                      adapters=_csv(adapters), adapter_noise=parse_noise(adapter_noise), image_trained=image_trained,
-                     steps=steps, batch_size=batch_size, lr=lr, num_beams=num_beams, test_limit=test_limit,
+                     steps=steps, batch_size=batch_size, lr=lr, lora=not full_finetune,
+                     max_target_len=max_target_len, num_beams=num_beams, test_limit=test_limit,
                      seed=seed, progress=not quiet)
     rows = run_sweep(spec, out)
     typer.echo(format_table(rows))
