@@ -201,13 +201,19 @@ def expected_cosine(sigma: float, dim: int) -> float:
 
 # ----------------------------------------------------------------------------- σ from the gap
 
-def auto_noise(stats: dict, dim: int) -> float:
+COS_AFTER = "cos_image_caption_after_shift"  # a fitted adapter's mean cos(shifted caption, image)
+
+
+def auto_noise(stats: dict, dim: int, fit: dict | None = None) -> float:
     """σ such that noisy text sits as far from its clean version as images do from their captions.
 
     cos(noisy, clean) ≈ 1/√(1+σ²D) = c, with c the mean cos(image, own caption), gives
-    σ = √((1/c² − 1)/D); for ViT-L/14 on COCO (c ≈ 0.26, D = 768) that is ≈ 0.13.
+    σ = √((1/c² − 1)/D); for ViT-L/14 on COCO (c ≈ 0.26, D = 768) that is ≈ 0.13. With a fitted
+    adapter's ``fit`` statistics, c is the cosine left after its shift: the noise then covers only
+    the part of the gap the shift does not close (gap folders fitted before this was recorded fall
+    back to the plain cosine).
     """
-    c = float(stats["cos_image_caption"])
+    c = float((fit or {}).get(COS_AFTER, stats["cos_image_caption"]))
     if not 0 < c <= 1:
         raise ModelError(f"cannot pick σ automatically: mean cos(image, caption) is {c:.3f}", "--noise auto",
                          "this CLIP does not align pairs; give --noise σ by hand")
@@ -227,17 +233,21 @@ def parse_noise(text: str | None) -> float | str | None:
     return sigma
 
 
-def resolve_noise(noise: float | str | None, gap_dir: Path | None, dim: int) -> tuple[float | None, dict | None]:
-    """(σ, record): σ unchanged unless it is "auto", then picked from the gap folder's statistics."""
+def resolve_noise(noise: float | str | None, gap_dir: Path | None, dim: int,
+                  adapter: str = "noise") -> tuple[float | None, dict | None]:
+    """(σ, record): σ unchanged unless it is "auto", then picked from the gap folder's statistics
+    (for a fitted ``adapter``: from what its shift leaves of the gap)."""
     if noise != "auto":
         return noise, None
     if gap_dir is None:
         raise UsageError("--noise auto needs fitted gap statistics", "--noise auto",
                          "add --gap GAP (written by `stylecap gap fit`)")
     meta = read_gap(gap_dir, dim)
-    sigma = auto_noise(meta["statistics"], dim)
-    return sigma, {"sigma": sigma, "gap": str(Path(gap_dir).resolve()), "dim": dim,
+    fit = meta.get("adapters", {}).get(adapter)
+    sigma = auto_noise(meta["statistics"], dim, fit)
+    return sigma, {"sigma": sigma, "gap": str(Path(gap_dir).resolve()), "dim": dim, "adapter": adapter,
                    "cos_image_caption": meta["statistics"]["cos_image_caption"],
+                   "cos_covered": (fit or {}).get(COS_AFTER, meta["statistics"]["cos_image_caption"]),
                    "expected_cos_noisy_clean": expected_cosine(sigma, dim)}
 
 
@@ -249,7 +259,11 @@ def fit_adapters(text_vecs: torch.Tensor, image_vecs: torch.Tensor, kinds=None, 
     fitted = {}
     for kind in kinds:
         adapter = build_adapter(kind, text_vecs.shape[1], noise)
-        fitted[kind] = (adapter, adapter.fit(text_vecs.float(), image_vecs.float()))
+        stats = adapter.fit(text_vecs.float(), image_vecs.float())
+        # what the shift leaves of the gap: the cosine --noise auto covers with this adapter
+        with torch.no_grad():
+            stats[COS_AFTER] = float(F.cosine_similarity(adapter.shift(text_vecs.float()), image_vecs.float()).mean())
+        fitted[kind] = (adapter, stats)
     return fitted
 
 

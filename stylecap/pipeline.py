@@ -96,7 +96,7 @@ def train_task(task_name: str, data: Path, choices: ModelChoices, options: Train
     read_options = read_options or ReadOptions()
     examples = task.read(Path(data), read_options)
     encoder = load_clip(choices.clip)
-    noise, noise_auto = resolve_noise(choices.noise, choices.gap, encoder.dim)  # "auto": σ from the fitted gap
+    noise, noise_auto = resolve_noise(choices.noise, choices.gap, encoder.dim, choices.adapter)  # "auto": from the gap
     vectors, rows, examples = _training_vectors(encoder, examples, input, str(data), task.clip_text_hint, options)
     config = build_config(task_name, replace(choices, noise=noise), encoder.dim, read_options.mode)
     config.extra["read"] = {"split": read_options.split, "mode": read_options.mode, "trained_on": input,

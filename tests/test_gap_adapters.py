@@ -120,6 +120,13 @@ def test_gap_folder_round_trip_restores_fitted_adapters(tmp_path):
         assert torch.allclose(F.normalize(rebuilt.shift(text), dim=-1), F.normalize(original.shift(text), dim=-1))
     sigma, record = resolve_noise("auto", tmp_path, DIM)
     assert sigma == pytest.approx(math.sqrt((1 / 0.09 - 1) / DIM)) and record["cos_image_caption"] == 0.3
+    # with a fitted adapter, auto σ covers only the cosine its shift leaves: the linear map is exact
+    # here up to the noise-free bias, so it leaves almost nothing; a mean shift cannot undo a rotation
+    after = {kind: fit["cos_image_caption_after_shift"] for kind, (_, fit) in fitted.items()}
+    assert after["linear"] > 0.99 and after["mean-shift"] < 0.1
+    linear_sigma, record = resolve_noise("auto", tmp_path, DIM, "linear")
+    assert linear_sigma == pytest.approx(math.sqrt((1 / after["linear"] ** 2 - 1) / DIM))
+    assert record["cos_covered"] == pytest.approx(after["linear"]) and linear_sigma < 0.1 * sigma
 
 
 def test_fitted_adapter_errors_name_the_fix(tmp_path):
