@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from stylecap.demo import CAPTION_VARIANTS, target_checks
+from stylecap.demo import ANSWER_VARIANTS, CAPTION_VARIANTS, target_checks
 from stylecap.world import build_world
 
 
@@ -16,19 +16,25 @@ def test_reduced_demo_writes_report_and_gallery(tmp_path, capsys):
     world = tmp_path / "world"
     build_world(world, seed=1, size="small", splits={"clip": 0, "train": 40, "pairs": 20, "val": 0, "test": 10})
     out = tmp_path / "demo"
-    main(["demo", "--out", str(out), "--world", str(world), "--steps", "8", "--test-limit", "6"])
+    main(["demo", "--out", str(out), "--world", str(world), "--steps", "8", "--test-limit", "6",
+          "--tasks", "caption,vqa,ve,style"])
     assert "image-trained" in capsys.readouterr().out  # the Rich table
     report = json.loads((out / "report.json").read_text())
     assert report["format"] == "stylecap-demo" and report["world"]["test"] == 10
     assert set(report["results"]["caption"]) == set(CAPTION_VARIANTS)
     assert set(report["results"]["style"]) == {"egocentric"}
+    for task in ("caption", "style"):
+        for scores in report["results"][task].values():
+            assert {"cider", "bleu4", "object_f1", "exact_match"} <= set(scores)
+    for task in ("vqa", "ve"):  # answered on held-out test images, scored by the world's exact answers
+        assert set(report["results"][task]) == set(ANSWER_VARIANTS)
+        assert all(0 <= scores["accuracy"]["mean"] <= 1 for scores in report["results"][task].values())
     for variants in report["results"].values():
         for scores in variants.values():
-            assert {"cider", "bleu4", "object_f1", "exact_match"} <= set(scores)
             assert all(len(s["runs"]) == 1 and s["std"] == 0.0 for s in scores.values())
     assert 0 <= report["results"]["style"]["egocentric"]["in_voice"]["mean"] <= 1
     assert report["noise"]["sigma"] > 0 and 0 < report["noise"]["cos_noisy_clean"] < 1
-    assert len(report["checks"]) == 6 and all(isinstance(c["pass"], bool) for c in report["checks"])
+    assert len(report["checks"]) == 10 and all(isinstance(c["pass"], bool) for c in report["checks"])
     gallery = (out / "gallery.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', gallery)
     assert len(sources) == 6 and all((out / src).is_file() and not Path(src).is_absolute() for src in sources)
@@ -43,6 +49,19 @@ def test_target_checks_compare_against_the_reference():
     results = {"caption": {"image-trained": _scores(cider=1.0, object_f1=0.9),
                            "noise": _scores(cider=0.95, object_f1=0.8),
                            "no-noise": _scores(cider=0.5, object_f1=0.4)},
+               "vqa": {"image-trained": _scores(accuracy=0.8), "noise": _scores(accuracy=0.76),
+                       "no-noise": _scores(accuracy=0.7)},
                "style": {"uplifting": _scores(object_f1=0.78, in_voice=0.95)}}
     values = [(c["value"], c["pass"]) for c in target_checks(results, "uplifting")]
-    assert values == [(0.9, True), (0.95, True), (0.8889, False), (1.9, True), (0.95, True), (0.975, True)]
+    assert values == [(0.9, True), (0.95, True), (0.8889, False), (1.9, True), (0.95, True), (1.0857, False),
+                      (0.95, True), (0.975, True)]
+
+
+def test_sweep_checks_compare_adapters_and_auto_sigma():
+    cider = {"no-noise": 0.4, "noise": 0.80, "noise-0.06": 0.82, "noise-0.2": 0.7, "mean-shift": 0.85,
+             "linear": 0.78, "covariance": 0.81, "image-trained": 0.9}
+    results = {"caption": {name: _scores(cider=value, object_f1=0.5) for name, value in cider.items()}}
+    checks = {c["target"]: (c["value"], c["pass"]) for c in target_checks(results, "uplifting")}
+    assert checks["best fitted adapter CIDEr-D ≥ noise alone"] == (1.0625, True)
+    assert checks["σ auto within 3 CIDEr-D points of the best swept σ (auto − best)"] == (-2.0, True)
+    assert not any(name.startswith("style") for name in checks)  # style did not run

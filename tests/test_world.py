@@ -111,8 +111,8 @@ def test_corrupted_captions_score_lower(scenes):
      [("small", "blue", "star"), ("large", "yellow", "square")], [(1, "left", 0)]),
     ("A small red circle and a large blue star; the circle is above the star.",
      [("small", "red", "circle"), ("large", "blue", "star")], [(0, "above", 1)]),
-    ("I see a little violet plus sign beneath a big rose hexagon!",
-     [("small", "purple", "cross"), ("large", "pink", "hexagon")], [(0, "below", 1)]),
+    ("I see a little violet plus sign beneath a big rose star!",
+     [("small", "purple", "cross"), ("large", "pink", "star")], [(0, "below", 1)]),
     ("A red circle and the green circle.", [(None, "red", "circle"), (None, "green", "circle")], []),
 ])
 def test_parse_caption(text, objects, relations):

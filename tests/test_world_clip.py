@@ -24,9 +24,10 @@ def test_shipped_clip_loads_and_matches_its_stats():
     expected = shipped[json.dumps(measured["world"], sort_keys=True)]
     for key in STAT_LABELS:
         assert measured[key] == pytest.approx(expected[key], abs=0.01), key
-    # the two properties the CLIP was trained for: it sees, and the gap is real
-    assert measured["r1_image_to_text"] > 0.3 and measured["r1_text_to_image"] > 0.3
-    assert measured["cos_image_own_caption"] < measured["cos_caption_unrelated_caption"]
+    # the two properties the CLIP was trained for: it sees, and the gap is real (an image is far from
+    # its own caption (real ViT-L/14 on COCO: 0.26) and the two modalities' means are far apart)
+    assert measured["r1_image_to_text"] > 0.5 and measured["r1_text_to_image"] > 0.5
+    assert measured["cos_image_own_caption"] < 0.7 and measured["gap_norm"] > 0.5
 
 
 def test_hard_negatives_swap_colours_between_objects(tmp_path):

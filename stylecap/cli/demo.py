@@ -19,6 +19,10 @@ def _seeds(text: str) -> list[int]:
         raise UsageError(f"bad seed list {text!r}", "--seeds", "write seeds as 0,1,2") from None
 
 
+def _tasks(text: str | None) -> dict:
+    return {"tasks": [t.strip() for t in text.split(",") if t.strip()]} if text else {}
+
+
 def _run(spec) -> None:
     from rich.console import Console
 
@@ -43,13 +47,16 @@ def demo(
     voice: str = typer.Option("egocentric", "--voice", help="Style voice: egocentric or uplifting."),
     clip: str = typer.Option("world", "--clip", help="CLIP spec (default: the shipped world CLIP)."),
     test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Caption at most this many test images."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated, from caption,vqa,ve,style "
+                                                              "(default: caption,style)."),
 ) -> None:
     """Text-only captioning on the synthetic world, offline: with and without noise, mean shift, an
     image-trained reference and a style voice, scored on held-out test images."""
     from stylecap.demo import DemoSpec
 
     given = {"steps": steps} if steps else {}
-    _run(DemoSpec(out=out, world=world, seeds=_seeds(seeds), voice=voice, clip=clip, test_limit=test_limit, **given))
+    _run(DemoSpec(out=out, world=world, seeds=_seeds(seeds), voice=voice, clip=clip, test_limit=test_limit,
+                  **given, **_tasks(tasks)))
 
 
 @bench_app.command("quality")
@@ -59,9 +66,15 @@ def quality(
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps for every model (default 3000)."),
     seeds: str = typer.Option("0,1", "--seeds", help="Training seeds, comma-separated (two or more)."),
     voice: str = typer.Option("egocentric", "--voice", help="Style voice: egocentric or uplifting."),
+    clip: str = typer.Option("world", "--clip", help="CLIP spec (default: the shipped world CLIP)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated, from caption,vqa,ve,style "
+                                                              "(default: all four)."),
+    test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Score at most this many test items."),
 ) -> None:
-    """The demo at full size: default world, full step budgets, several seeds, target checks."""
+    """The demo at full size: default world, full step budgets, several seeds, captioning, VQA and
+    entailment, target checks."""
     from stylecap.demo import quality_spec
 
     given = {"steps": steps} if steps else {}
-    _run(quality_spec(out, world=world, seeds=_seeds(seeds), voice=voice, **given))
+    _run(quality_spec(out, world=world, seeds=_seeds(seeds), voice=voice, clip=clip, test_limit=test_limit,
+                      **given, **_tasks(tasks)))

@@ -5,9 +5,9 @@ and the modality gap is *real* (text-only transfer is hurt unless the gap is bri
 
 * a small ResNet vision tower (open_clip's ``ModifiedResNet``): a small ViT learned colour but not
   shape in a prototype; convolutions bind the two;
-* hard negatives: each image also meets a caption of its own scene with the colours swapped between
-  two objects (one object: recoloured), as extra texts in the image→text softmax, so the text side
-  must encode which colour goes with which shape;
+* hard negatives: each image also meets captions of its own scene made false in one detail (colours
+  swapped between two objects, one shape or one size changed), as extra texts in the image→text
+  softmax, so both towers must encode which colour goes with which shape and size;
 * partial captions: some positives name only part of the scene (one object dropped), as real
   captions do, which keeps image and text vectors apart;
 * a logit scale fixed at 100 (where real CLIP ends), a temperature that also keeps the gap open.
@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from stylecap.errors import InputError
 
 MODEL_CFG = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 32, "head_width": 32},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
-RECIPE = {"steps": 1800, "batch_size": 128, "lr": 1e-3, "warmup": 100, "weight_decay": 0.1,
-          "logit_scale": 100.0, "partial": 0.3, "hard_negatives": True, "seed": 0}
+RECIPE = {"steps": 2400, "batch_size": 128, "lr": 1e-3, "warmup": 100, "weight_decay": 0.1,
+          "logit_scale": 100.0, "partial": 0.3, "hard_negatives": 3, "seed": 0}
 _MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's defaults, as save_clip writes them
 _STD = (0.26862954, 0.26130258, 0.27577711)
 _POSITIVES, _EXTRA = 5, 2  # captions per image: the world's own five; partial and negative ones made here
@@ -199,11 +199,12 @@ def _step_loss(model, pixels: torch.Tensor, tokens: dict[str, torch.Tensor], cfg
     partial = torch.rand(b, generator=gen) < cfg["partial"]
     pos[partial] = tokens["partial"][idx[partial], torch.randint(_EXTRA, (int(partial.sum()),), generator=gen)]
     texts = [pos]
-    if cfg["hard_negatives"]:
-        texts.append(tokens["negative"][idx, torch.randint(len(_NEGATIVES), (b,), generator=gen)])
+    kinds = torch.rand(b, len(_NEGATIVES), generator=gen).argsort(dim=1)  # distinct kinds per image
+    for k in range(int(cfg["hard_negatives"])):
+        texts.append(tokens["negative"][idx, kinds[:, k]])
     image = F.normalize(model.encode_image(normalise(pixels[idx])), dim=-1)
     text = F.normalize(model.encode_text(torch.cat(texts)), dim=-1)
-    logits = model.logit_scale.exp() * image @ text.T  # [b, b or 2b]
+    logits = model.logit_scale.exp() * image @ text.T  # [b, b × (1 + hard negatives)]
     target = torch.arange(b)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :b].T, target)) / 2
 
@@ -267,10 +268,13 @@ def shipped_stats() -> list[dict]:
 def check_world() -> Path:
     """The small seed-0 world the shipped stats are also measured on (built in the cache once), so a
     test can rebuild it in seconds and check the shipped CLIP against ``stats.json``."""
-    from stylecap.paths import cache_root
-    from stylecap.world import build_world
+    from stylecap.paths import cache_root, text_digest
+    from stylecap.world import build_world, vocab
+    from stylecap.world.build import VERSION
 
-    world = cache_root() / "worlds" / "small-seed0"
+    # keyed by the vocabulary and format version: a world built by an older stylecap is not reused
+    key = text_digest([json.dumps(vocab(), sort_keys=True), str(VERSION)])
+    world = cache_root() / "worlds" / f"small-seed0-{key}"
     if not (world / "world.json").exists():
         build_world(world, seed=0, size="small", force=True)
     return world
