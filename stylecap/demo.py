@@ -58,7 +58,7 @@ class DemoSpec:
     world_seed: int = 0
     clip: str = "world"
     lm: str = "tiny-t5"
-    steps: int = 450
+    steps: int = 800
     batch_size: int = 32
     lr: float = 3e-3
     seeds: list[int] = field(default_factory=lambda: [0])

@@ -42,7 +42,7 @@ def demo(
                                                                  "and gallery.html (reused when run again)."),
     world: Optional[Path] = typer.Option(None, "--world", help="Use this world instead of building a small one."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps for every model, the same budget "
-                                                             "each (default 450: under 5 minutes on 2 cores)."),
+                                                             "each (default 800: under 5 minutes on 2 cores)."),
     seeds: str = typer.Option("0", "--seeds", help="Training seeds, comma-separated."),
     voice: str = typer.Option("egocentric", "--voice", help="Style voice: egocentric or uplifting."),
     clip: str = typer.Option("world", "--clip", help="CLIP spec (default: the shipped world CLIP)."),
