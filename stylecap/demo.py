@@ -134,9 +134,10 @@ def _fit_gap(spec: DemoSpec, world: Path, gap_dir: Path) -> Path:
     from stylecap.gap import read_gap
     from stylecap.gap_analysis import PairSource, fit_gap
 
-    if (gap_dir / "gap.json").exists() and read_gap(gap_dir).get("clip") == spec.clip \
-            and read_gap(gap_dir)["pairs"]["file"] == str((world / "dataset_coco.json").resolve()):
-        return gap_dir
+    if (gap_dir / "gap.json").exists():
+        fitted = read_gap(gap_dir)
+        if fitted.get("clip") == spec.clip and fitted["pairs"]["file"] == str((world / "dataset_coco.json").resolve()):
+            return gap_dir
     fit_gap(PairSource(spec.clip, world / "dataset_coco.json", world / "images", "pairs", progress=spec.progress),
             gap_dir)
     return gap_dir

@@ -101,7 +101,7 @@ def image_vectors(encoder, examples: Examples, where: str, batch_size: int = 64,
     return Examples(kept, skipped), torch.stack([found[str(ex.image)] for ex in kept])
 
 
-def encode_image_files(encoder, paths: Sequence[str], batch_size: int = 64,
+def encode_image_files(encoder, paths: Sequence[str | Path], batch_size: int = 64,
                        progress: bool = True) -> tuple[dict[str, torch.Tensor], list]:
     """Vectors of the image files (each encoded once) by path, and the failures with their reasons,
     through the captioner's robust, batched decoding."""
@@ -123,7 +123,7 @@ def encode_image_files(encoder, paths: Sequence[str], batch_size: int = 64,
 def all_image_vectors(encoder, paths: Sequence[Path], where: str, progress: bool = True) -> torch.Tensor:
     """Vectors [len(paths), D] for images that must all be readable (gap fitting, sweeps): the first
     unreadable one is an error naming the file and why."""
-    found, failures = encode_image_files(encoder, [str(p) for p in paths], progress=progress)
+    found, failures = encode_image_files(encoder, paths, progress=progress)
     if failures:
         raise InputError(f"{len(failures)} image(s) could not be read; first: {failures[0].reason}",
                          failures[0].path, f"fix or remove them from {where}")

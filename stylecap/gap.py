@@ -213,11 +213,17 @@ def auto_noise(stats: dict, dim: int, fit: dict | None = None) -> float:
     the part of the gap the shift does not close (gap folders fitted before this was recorded fall
     back to the plain cosine).
     """
-    c = float((fit or {}).get(COS_AFTER, stats["cos_image_caption"]))
+    c = covered_cosine(stats, fit)
     if not 0 < c <= 1:
         raise ModelError(f"cannot pick σ automatically: mean cos(image, caption) is {c:.3f}", "--noise auto",
                          "this CLIP does not align pairs; give --noise σ by hand")
     return math.sqrt((1.0 / (c * c) - 1.0) / dim)
+
+
+def covered_cosine(stats: dict, fit: dict | None = None) -> float:
+    """The mean cos(image, caption) that auto σ must cover: after a fitted adapter's shift when its
+    fit recorded one, else the plain cosine of the pairs."""
+    return float((fit or {}).get(COS_AFTER, stats["cos_image_caption"]))
 
 
 def parse_noise(text: str | None) -> float | str | None:
@@ -247,7 +253,7 @@ def resolve_noise(noise: float | str | None, gap_dir: Path | None, dim: int,
     sigma = auto_noise(meta["statistics"], dim, fit)
     return sigma, {"sigma": sigma, "gap": str(Path(gap_dir).resolve()), "dim": dim, "adapter": adapter,
                    "cos_image_caption": meta["statistics"]["cos_image_caption"],
-                   "cos_covered": (fit or {}).get(COS_AFTER, meta["statistics"]["cos_image_caption"]),
+                   "cos_covered": covered_cosine(meta["statistics"], fit),
                    "expected_cos_noisy_clean": expected_cosine(sigma, dim)}
 
 

@@ -123,16 +123,28 @@ def gap_statistics(text: torch.Tensor, image: torch.Tensor, image_of: list[int])
     }
 
 
-def noise_report(stats: dict, sigma: float | None = None) -> dict:
-    """The σ that ``--noise auto`` picks here (None when this CLIP does not align pairs), and what σ does."""
-    try:
-        auto = auto_noise(stats, stats["dim"])
-        report = {"auto_sigma": auto, "expected_cos_noisy_clean_at_auto": expected_cosine(auto, stats["dim"])}
-    except ModelError as exc:
-        report = {"auto_sigma": None, "auto_error": exc.what}
+def noise_report(stats: dict, sigma: float | None = None, fits: dict | None = None) -> dict:
+    """The σ that ``--noise auto`` picks here (None when this CLIP does not align pairs), and what σ
+    does; with ``fits`` (kind → fit statistics) also the σ it picks with each fitted adapter."""
+    auto, error = _auto_or_none(stats)
+    report = {"auto_sigma": auto}
+    if auto is None:
+        report["auto_error"] = error
+    else:
+        report["expected_cos_noisy_clean_at_auto"] = expected_cosine(auto, stats["dim"])
+    if fits:
+        report["auto_sigma_by_adapter"] = {kind: _auto_or_none(stats, fit)[0] for kind, fit in fits.items()}
     if sigma is not None:
         report.update(sigma=sigma, expected_cos_noisy_clean=expected_cosine(sigma, stats["dim"]))
     return report
+
+
+def _auto_or_none(stats: dict, fit: dict | None = None) -> tuple[float | None, str | None]:
+    """(auto σ, None), or (None, why) when the cosine to cover is not positive."""
+    try:
+        return auto_noise(stats, stats["dim"], fit), None
+    except ModelError as exc:
+        return None, exc.what
 
 
 def adapter_effects(text: torch.Tensor, image: torch.Tensor, adapters: dict, seed: int = 0) -> dict:
@@ -258,9 +270,7 @@ def fit_gap(source: PairSource, out: Path, kinds: list[str] | None = None) -> di
     encoder, pairs, text, image = _encoded(source)
     stats = gap_statistics(text, image, pairs.image_of)
     fitted = fit_adapters(text, image, kinds)
-    noise = noise_report(stats)
-    if noise["auto_sigma"] is not None:  # what --noise auto gives with each fitted adapter
-        noise["auto_sigma_by_adapter"] = {kind: auto_noise(stats, stats["dim"], fit) for kind, (_, fit) in fitted.items()}
+    noise = noise_report(stats, fits={kind: fit for kind, (_, fit) in fitted.items()})
     meta = {**_provenance(encoder, source, stats), "statistics": stats, "noise": noise}
     save_gap(out, fitted, meta)
     return json.loads((Path(out) / "gap.json").read_text())

@@ -183,3 +183,15 @@ def test_sweep_tabulates_cider_and_resumes(world, clip, tmp_path):
     table = (tmp_path / "sweep" / "sweep.md").read_text()
     assert "| linear-auto | linear |" in table and "(auto)" in table
     assert run_sweep(spec, tmp_path / "sweep") == rows  # finished settings are read back, not retrained
+
+
+def test_noise_report_gives_each_fitted_adapter_its_sigma_or_none():
+    from stylecap.gap import COS_AFTER, auto_noise
+    from stylecap.gap_analysis import noise_report
+
+    stats = {"cos_image_caption": 0.5, "dim": 16}
+    fits = {"linear": {COS_AFTER: 0.9}, "mean-shift": {COS_AFTER: -0.01}}  # a shift that leaves no alignment
+    report = noise_report(stats, fits=fits)
+    assert report["auto_sigma"] == pytest.approx(auto_noise(stats, 16))
+    assert report["auto_sigma_by_adapter"] == {"linear": pytest.approx(auto_noise({"cos_image_caption": 0.9}, 16)),
+                                               "mean-shift": None}
