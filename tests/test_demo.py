@@ -34,7 +34,7 @@ def test_reduced_demo_writes_report_and_gallery(tmp_path, capsys):
             assert all(len(s["runs"]) == 1 and s["std"] == 0.0 for s in scores.values())
     assert 0 <= report["results"]["style"]["egocentric"]["in_voice"]["mean"] <= 1
     assert report["noise"]["sigma"] > 0 and 0 < report["noise"]["cos_noisy_clean"] < 1
-    assert len(report["checks"]) == 10 and all(isinstance(c["pass"], bool) for c in report["checks"])
+    assert len(report["checks"]) == 12 and all(isinstance(c["pass"], bool) for c in report["checks"])
     gallery = (out / "gallery.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', gallery)
     assert len(sources) == 6 and all((out / src).is_file() and not Path(src).is_absolute() for src in sources)

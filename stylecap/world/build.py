@@ -18,7 +18,7 @@ from stylecap.world import formats, language
 from stylecap.world.render import render
 from stylecap.world.scenes import sample_scene, save_scenes, stream, vocab
 
-VERSION = 1
+VERSION = 2  # 2: entailment and contradiction hypotheses are two versions of one claim
 # Disjoint image sets, in id order: CLIP pretraining, text-only training, gap-adapter pairs, eval.
 SPLITS = ("clip", "train", "pairs", "val", "test")
 TASK_SPLITS = ("train", "val", "test")  # the splits with VQA, entailment and news files (styles: train)

@@ -5,6 +5,9 @@ and the modality gap is *real* (text-only transfer is hurt unless the gap is bri
 
 * a small ResNet vision tower (open_clip's ``ModifiedResNet``): a small ViT learned colour but not
   shape in a prototype; convolutions bind the two;
+* a 96-pixel input: the world's 64-pixel images are upsampled (open_clip's own bicubic resize, at
+  training as at inference), so the tower's 32× downsampling ends on a 3 × 3 map, one cell per grid
+  cell of the scene, and its 4× stem leaves a small shape 4 feature pixels wide, not 2.5;
 * hard negatives: each image also meets captions of its own scene made false in one detail (colours
   swapped between two objects, one shape or one size changed), as extra texts in the image→text
   softmax, so both towers must encode which colour goes with which shape and size;
@@ -32,7 +35,7 @@ from stylecap.errors import InputError
 
 MODEL_CFG = {
     "embed_dim": 128,
-    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 32, "head_width": 32},
+    "vision_cfg": {"image_size": 96, "layers": [1, 1, 1, 1], "width": 32, "head_width": 32},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
 RECIPE = {"steps": 2400, "batch_size": 128, "lr": 1e-3, "warmup": 100, "weight_decay": 0.1,
@@ -44,8 +47,9 @@ _POSITIVES, _EXTRA = 5, 2  # captions per image: the world's own five; partial a
 
 # ----------------------------------------------------------------------------- data
 
-def load_images(world: Path, split: str) -> tuple[list, torch.Tensor]:
-    """The split's scenes (image id order) and their pixels as one uint8 tensor [N, 3, H, W]."""
+def load_images(world: Path, split: str, size: int = MODEL_CFG["vision_cfg"]["image_size"]) -> tuple[list, torch.Tensor]:
+    """The split's scenes (image id order) and their pixels, resized to ``size`` as open_clip's
+    transform does (bicubic; images are square), as one uint8 tensor [N, 3, size, size]."""
     from PIL import Image
 
     from stylecap.world import load_scenes
@@ -57,7 +61,11 @@ def load_images(world: Path, split: str) -> tuple[list, torch.Tensor]:
     scenes = [s for _, s in sorted(load_scenes(world).items()) if s.split == split]
     if not scenes:
         raise InputError(f"the world has no '{split}' images", str(world), "rebuild it with that split")
-    pixels = np.stack([np.asarray(Image.open(world / image_path(s)).convert("RGB")) for s in scenes])
+    def pixels_of(scene) -> np.ndarray:
+        image = Image.open(world / image_path(scene)).convert("RGB")
+        return np.asarray(image if image.size == (size, size) else image.resize((size, size), Image.BICUBIC))
+
+    pixels = np.stack([pixels_of(s) for s in scenes])
     return scenes, torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
 
 
@@ -223,7 +231,8 @@ def clip_stats(spec: str, world: Path, split: str = "test") -> dict:
     from stylecap.encoders import load_clip
 
     encoder = load_clip(spec, device="cpu")
-    scenes, pixels = load_images(world, split)
+    size = encoder.model.visual.image_size  # an int for ResNet towers, a pair for ViTs
+    scenes, pixels = load_images(world, split, size if isinstance(size, int) else size[0])
     texts = [row[0] for row in caption_table(scenes, seed=1)["whole"]]
     images = torch.cat([encoder.encode_image_batch(normalise(pixels[i:i + 256]))
                         for i in range(0, len(pixels), 256)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 from functools import lru_cache
+from dataclasses import replace
 from typing import NamedTuple
 
 from stylecap.world.scenes import Obj, Scene, relation_holds, relations_between, vocab
@@ -190,31 +191,53 @@ LABELS = ("entailment", "neutral", "contradiction")
 def hypotheses(scene: Scene, premise: Described, rng: random.Random) -> list[tuple[str, str]]:
     """One (hypothesis, label) per label, judged against the premise caption and the scene.
 
-    Entailments and contradictions only touch what the premise states (its objects, attributes
-    and relations), so the label is the same whether the premise is the caption or the image.
+    The entailment and the contradiction are the true and the false version of one kind of claim
+    (an attribute, an object's presence, a relation, the count), so a hypothesis alone does not
+    tell which it is: the premise, or the image, must be read. Claims only touch what the premise
+    states, so the label is the same whether the premise is the caption or the image.
     """
     e = vocab()["entailment"]
-    obj = rng.choice(scene.objects)
-    n = len(scene.objects)
-    true, false = [], []
-    for attribute in ("colour", "size"):
-        table = vocab()[attribute + "s"]
-        wrong = rng.choice([k for k in table if k != getattr(obj, attribute)])
-        true.append(("attribute", {"shape": obj.shape, "value": getattr(obj, attribute)}))
-        false.append(("attribute", {"shape": obj.shape, "value": wrong}))
-    true.append(("exists", {"obj": mention(obj, rng)}))
-    for a, rel, b in premise.relations:
-        true.append(("relation", {"A": _name(a), "rel": rng.choice(vocab()["relations"][rel]), "B": _name(b)}))
-        inverse = vocab()["inverse_relation"][rel]
-        false.append(("relation", {"A": _name(a), "rel": rng.choice(vocab()["relations"][inverse]), "B": _name(b)}))
-    numbers = vocab()["numbers"]
-    if n > 1:
-        true.append(("count", {"n": numbers[n]}))
-    false.append(("count", {"n": numbers[rng.choice([k for k in (2, 3, 4) if k != n])]}))
-    neutral = ("neutral", {"shape": obj.shape})
-    chosen = {"entailment": rng.choice(true), "neutral": neutral, "contradiction": rng.choice(false)}
-    return [(_sentence_case(rng.choice(e[kind]).format(**values)), label)
-            for label, (kind, values) in chosen.items()]
+    kinds = [kind for kind, ok in (("attribute", True), ("exists", True), ("relation", bool(premise.relations)),
+                                   ("count", len(scene.objects) > 1)) if ok]
+    kind = rng.choice(kinds)
+    true, false = _CLAIMS[kind](scene, premise, rng)
+    neutral = ("neutral", {"shape": rng.choice(scene.objects).shape})
+    chosen = {"entailment": (kind, true), "neutral": neutral, "contradiction": (kind, false)}
+    return [(_sentence_case(rng.choice(e[template]).format(**values)), label)
+            for label, (template, values) in chosen.items()]
+
+
+def _attribute_claims(scene: Scene, premise: Described, rng: random.Random) -> tuple[dict, dict]:
+    """An object's colour or size, right and wrong (shapes are unique within a scene)."""
+    obj, attribute = rng.choice(scene.objects), rng.choice(("colour", "size"))
+    wrong = rng.choice([k for k in vocab()[attribute + "s"] if k != getattr(obj, attribute)])
+    return {"shape": obj.shape, "value": getattr(obj, attribute)}, {"shape": obj.shape, "value": wrong}
+
+
+def _exists_claims(scene: Scene, premise: Described, rng: random.Random) -> tuple[dict, dict]:
+    """An object of the scene, and one whose shape the scene does not hold."""
+    present = rng.choice(scene.objects)
+    absent = replace(present, shape=rng.choice([k for k in vocab()["shapes"]
+                                                if k not in {o.shape for o in scene.objects}]))
+    return {"obj": mention(present, rng)}, {"obj": mention(absent, rng)}
+
+
+def _relation_claims(scene: Scene, premise: Described, rng: random.Random) -> tuple[dict, dict]:
+    """A relation the premise states, and its inverse."""
+    a, rel, b = rng.choice(premise.relations)
+    words = vocab()["relations"]
+    return ({"A": _name(a), "rel": rng.choice(words[rel]), "B": _name(b)},
+            {"A": _name(a), "rel": rng.choice(words[vocab()["inverse_relation"][rel]]), "B": _name(b)})
+
+
+def _count_claims(scene: Scene, premise: Described, rng: random.Random) -> tuple[dict, dict]:
+    """The number of objects (two or three), and the other of the two."""
+    numbers, n = vocab()["numbers"], len(scene.objects)
+    return {"n": numbers[n]}, {"n": numbers[5 - n]}
+
+
+_CLAIMS = {"attribute": _attribute_claims, "exists": _exists_claims, "relation": _relation_claims,
+           "count": _count_claims}
 
 
 def news(scene: Scene, rng: random.Random) -> tuple[str, str]:
