@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+from array import array
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -13,7 +14,7 @@ from stylecap.encoders import ClipEncoder, EmbeddingCache, load_clip
 from stylecap.errors import UsageError
 from stylecap.gap import gap_provenance, resolve_noise
 from stylecap.model import CloseConfig
-from stylecap.tasks import Example, ReadOptions, get_task
+from stylecap.tasks import Examples, ReadOptions, get_task
 from stylecap.train import Row, TrainOptions, train
 
 PAPER_CLIP_DIM = 768  # ViT-L/14, the CLIP the paper's noise levels were tuned for
@@ -61,14 +62,23 @@ def encode_texts_cached(encoder: ClipEncoder, texts: Sequence[str], progress: bo
         return EmbeddingCache(encoder).vectors(texts, progress=lambda done, total: bar.update(task, completed=done))
 
 
-def rows_from_examples(examples: Sequence[Example]) -> tuple[list[str], list[Row]]:
+class ExampleRows(Sequence[Row]):
+    """One training row per example, made on demand: the examples' compact columns are not copied."""
+
+    def __init__(self, examples: Examples, vector_of: Sequence[int]):
+        self.examples, self.vector_of = examples, vector_of
+
+    def __getitem__(self, i: int) -> Row:
+        ex = self.examples[i]
+        return Row(vector=self.vector_of[i], target=ex.target, input_text=ex.input_text)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def rows_from_examples(examples: Examples) -> tuple[list[str], ExampleRows]:
     """Unique CLIP texts (each encoded once) and one training row per example."""
-    index: dict[str, int] = {}
-    rows = []
-    for ex in examples:
-        vector = index.setdefault(ex.clip_text, len(index))
-        rows.append(Row(vector=vector, target=ex.target, input_text=ex.input_text))
-    return list(index), rows
+    return examples.values("clip_text"), ExampleRows(examples, examples.codes("clip_text"))
 
 
 def build_config(task_name: str, choices: ModelChoices, clip_dim: int, mode: str = "single") -> CloseConfig:
@@ -141,8 +151,9 @@ def _training_vectors(encoder: ClipEncoder, examples, input: str, where: str, hi
                                  Counter(getattr(examples, "skipped", ())))
         kept, vectors = image_vectors(encoder, one_per_image, where, progress=options.progress)
         index = {ex.image: i for i, ex in enumerate(kept)}
-        examples = Examples([ex for ex in examples if ex.image in index], kept.skipped)
-        return vectors, [Row(index[ex.image], ex.target, ex.input_text) for ex in examples], examples
+        examples = Examples((ex for ex in examples if ex.image in index), kept.skipped)
+        vector_of = array("i", (index[image] for image in examples.column("image")))
+        return vectors, ExampleRows(examples, vector_of), examples
     examples = with_field(examples, "clip_text", where, hint)
     texts, rows = rows_from_examples(examples)
     return encode_texts_cached(encoder, texts, progress=options.progress), rows, examples

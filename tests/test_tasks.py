@@ -153,9 +153,51 @@ def test_readers_read_a_synthetic_world(tmp_path):
     assert all(ex.clip_text and ex.input_text and len(ex.refs) == 10 and Path(ex.image).is_file() for ex in vqa)
     snli = read("ve", world / "snli", split="train")
     snli_ve = read("ve", world / "snli_ve", split="test")
-    assert all(ex.target in ("entailment", "neutral", "contradiction") for ex in snli + snli_ve)
+    assert all(ex.target in ("entailment", "neutral", "contradiction") for ex in [*snli, *snli_ve])
     assert all(Path(ex.image).is_file() for ex in snli_ve)
     news = read("news", world / "news", split="val")
     assert len(news) == 2 and all(ex.input_text and Path(ex.image).is_file() for ex in news)
     style = read("style", world / "styles" / sorted(p.name for p in (world / "styles").iterdir())[0])
     assert len(style) >= 6 and all(ex.target == ex.clip_text for ex in style)  # at least the train images
+
+
+def test_examples_hold_each_distinct_value_once():
+    from stylecap.tasks import Example, Examples
+
+    # VQA's shape: every question paired with each of its image's captions
+    views = [Example(target=f"answer {q % 3}", clip_text=f"caption {c}", image=f"img{q % 7}.jpg",
+                     input_text=f"question {q}", id=str(q), refs=["yes", "no"]) for q in range(500) for c in range(5)]
+    examples = Examples(views)
+    assert len(examples) == 2500 and list(examples) == views and examples == views
+    assert len(examples.values("clip_text")) == 5 and len(examples.values("refs")) == 1
+    assert [examples.values("clip_text")[c] for c in examples.codes("clip_text")[:6]] == [f"caption {c}" for c in (0, 1, 2, 3, 4, 0)]
+    assert list(examples.column("image"))[7 * 5] == "img0.jpg"
+    assert examples[5:10] == views[5:10] and examples[-1] == views[-1]
+
+
+def test_a_limit_stops_reading():
+    from collections import Counter
+
+    from stylecap.tasks import Example, finish
+
+    def stream():
+        yield from (Example(target=str(i), clip_text=str(i)) for i in range(3))
+        raise AssertionError("read past the limit")
+
+    assert len(finish(stream(), Counter(), ReadOptions(limit=3), Path("x"), "rows")) == 3
+
+
+def test_coco_official_captions_file(dataset):
+    official = dataset / "annotations" / "captions_val2014.json"
+    examples = read("caption", official, images=dataset / "images" / "val2014")
+    assert [(ex.id, ex.target) for ex in examples] == [("42", "A red circle on a white background."),
+                                                       ("42", "A red disc."), ("73", "A blue square.")]
+    assert all(Path(ex.image).is_file() for ex in examples) and examples[0].refs == ["A red circle on a white background.", "A red disc."]
+    assert examples.skipped == {"malformed image records": 1, "malformed caption records": 2, "images without captions": 1}
+    folder = read("caption", dataset / "annotations", split="val2014", images=dataset / "images" / "val2014")
+    assert folder == examples  # a folder: its captions_<split>*.json
+    # VQA reads the same file as its images' captions, and finds the images by id under the root
+    vqa = read("vqa", dataset / "vqa", split="val2014", captions=official, images=dataset / "images")
+    first = [ex for ex in vqa if ex.id == "42000"]
+    assert [ex.clip_text for ex in first] == ["A red circle on a white background.", "A red disc."]
+    assert first[0].image == str(dataset / "images/val2014/COCO_val2014_000000000042.jpg")

@@ -16,7 +16,7 @@ def eval_command(
     input: str = typer.Option("images", help="images (the paper's protocol) | text (the CLIP text the task gives)."),
     split: Optional[str] = typer.Option("test", help="Split of a multi-split file or folder (Karpathy, VQA, SNLI)."),
     images: Optional[Path] = typer.Option(None, help="Image root the dataset's image paths are relative to."),
-    captions: Optional[Path] = typer.Option(None, help="VQA on text: the images' captions (dataset_coco.json)."),
+    captions: Optional[Path] = typer.Option(None, help="VQA on text: the images' captions (dataset_coco.json or captions_<split>.json)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: RUN/eval/SPLIT-INPUT beside the model)."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N items."),
     batch_size: int = typer.Option(32, help="Items decoded per batch."),

@@ -39,7 +39,7 @@ def train(
     split: Optional[str] = typer.Option("train", help="Split to read from a multi-split file or folder (Karpathy, VQA, SNLI)."),
     mode: str = typer.Option("single", help="Captioning: single (caption → itself) | multiple (caption → its image's others)."),
     images: Optional[Path] = typer.Option(None, help="Image root the dataset's image paths are relative to."),
-    captions: Optional[Path] = typer.Option(None, help="VQA: the images' captions (dataset_coco.json), read as CLIP's text."),
+    captions: Optional[Path] = typer.Option(None, help="VQA: the images' captions (dataset_coco.json or captions_<split>.json), read as CLIP's text."),
     val: Optional[Path] = typer.Option(None, help="Validation data, evaluated after training into OUT/val "
                                        "(on images when --images is given, else on text)."),
     input: str = typer.Option("text", help="text (CLOSE) | images: train the image-trained reference on image vectors."),

@@ -6,11 +6,13 @@ A reader turns files in a public format into :class:`Example` records. Training 
 from __future__ import annotations
 
 import functools
+import itertools
 import re
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Sequence
 
 from stylecap.errors import InputError, UsageError
 
@@ -32,12 +34,66 @@ class Example:
     refs: list[str] = field(default_factory=list)  # every reference answer or caption, for metrics
 
 
-class Examples(list):
-    """A reader's examples, with counts of the records it skipped and why (reported, never silent)."""
+class Examples(Sequence[Example]):
+    """A reader's examples, with counts of the records it skipped and why (reported, never silent).
+
+    Stored by column, each distinct value once, each example a row of small integer codes: training
+    views repeat texts heavily (VQA pairs every question with each caption of its image, multiple
+    mode pairs every caption with every other), so a dataset of millions of views holds its distinct
+    strings plus a few bytes per view instead of millions of Python objects. Indexing builds an
+    :class:`Example` on demand.
+    """
+
+    FIELDS = ("target", "clip_text", "image", "input_text", "id", "refs")
 
     def __init__(self, items: Iterable[Example] = (), skipped: Counter | None = None):
-        super().__init__(items)
         self.skipped: Counter = skipped if skipped is not None else Counter()
+        self._values: dict[str, list] = {f: [] for f in self.FIELDS}  # distinct values, first seen first
+        self._index: dict[str, dict] = {f: {} for f in self.FIELDS}
+        self._codes: dict[str, array] = {f: array("i") for f in self.FIELDS}
+        self.extend(items)
+
+    def append(self, example: Example) -> None:
+        for name in self.FIELDS:
+            value = getattr(example, name)
+            value = tuple(value) if name == "refs" else value
+            code = self._index[name].get(value)
+            if code is None:
+                code = self._index[name][value] = len(self._values[name])
+                self._values[name].append(value)
+            self._codes[name].append(code)
+
+    def extend(self, examples: Iterable[Example]) -> None:
+        for example in examples:
+            self.append(example)
+
+    def __len__(self) -> int:
+        return len(self._codes["target"])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Examples((self[j] for j in range(*i.indices(len(self)))), self.skipped)
+        values = {name: self._values[name][self._codes[name][i]] for name in self.FIELDS}
+        return Example(**{**values, "refs": list(values["refs"])})
+
+    def __eq__(self, other) -> bool:  # the same examples in the same order, as a list would compare
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    def __repr__(self) -> str:
+        return f"Examples({len(self)} examples, skipped={dict(self.skipped)})"
+
+    def values(self, name: str) -> list:
+        """The distinct values of a field, in the order first seen (``codes`` index into this)."""
+        return self._values[name]
+
+    def codes(self, name: str) -> array:
+        """Per example, the position of its ``name`` in :meth:`values`."""
+        return self._codes[name]
+
+    def column(self, name: str) -> Iterator:
+        """Per example, its ``name``."""
+        values = self._values[name]
+        return (values[code] for code in self._codes[name])
 
 
 @dataclass
@@ -99,12 +155,14 @@ def task_names() -> list[str]:
 
 # ----------------------------------------------------------------------------- shared by the readers
 
-def finish(examples: list[Example], skipped: Counter, options: ReadOptions, path: Path, what: str) -> Examples:
-    """The first ``limit`` examples, or a clear error when a file yields none."""
-    if not examples:
+def finish(examples: Iterable[Example], skipped: Counter, options: ReadOptions, path: Path, what: str) -> Examples:
+    """The first ``limit`` examples of a reader's stream (read no further), or a clear error when a
+    file yields none."""
+    kept = Examples(itertools.islice(examples, options.limit) if options.limit else examples, skipped)
+    if not kept:
         reasons = ", ".join(f"{n} {why}" for why, n in skipped.items()) or "no records"
         raise InputError(f"no usable {what} ({reasons})", str(path), "check the file and --split")
-    return Examples(examples[: options.limit] if options.limit else examples, skipped)
+    return kept
 
 
 def with_field(examples: Examples, field_name: str, where: str, fix: str) -> Examples:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from stylecap.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root, split_file
 from stylecap.tasks.textfiles import jsonl_records
@@ -23,21 +24,24 @@ def read(path: Path, options: ReadOptions) -> Examples:
     if path.is_dir():
         split = options.split or "train"
         path = split_file(path, f"*_{_SNLI_SPLITS.get(split, split)}.jsonl", "SNLI / SNLI-VE", split)
-    root, skipped, examples = image_root(options, path), Counter(), []
-    for number, record in jsonl_records(path, skipped):
-        label, hypothesis = record.get("gold_label"), record.get("sentence2")
-        if not isinstance(hypothesis, str) or not hypothesis.strip():
-            skipped["malformed lines"] += 1
-            continue
-        if label not in LABELS:
-            skipped["pairs without a gold label"] += 1
-            continue
-        premise = record.get("sentence1")
-        examples.append(Example(
-            target=label, clip_text=premise.strip() if isinstance(premise, str) and premise.strip() else None,
-            image=find_image(root, _image_id(record)), input_text=hypothesis.strip(),
-            id=str(record.get("pairID") or f"{path.stem}:{number}"), refs=[label]))
-    return finish(examples, skipped, options, path, "premise/hypothesis pairs")
+    root, skipped = image_root(options, path), Counter()
+
+    def examples() -> Iterator[Example]:
+        for number, record in jsonl_records(path, skipped):
+            label, hypothesis = record.get("gold_label"), record.get("sentence2")
+            if not isinstance(hypothesis, str) or not hypothesis.strip():
+                skipped["malformed lines"] += 1
+                continue
+            if label not in LABELS:
+                skipped["pairs without a gold label"] += 1
+                continue
+            premise = record.get("sentence1")
+            yield Example(
+                target=label, clip_text=premise.strip() if isinstance(premise, str) and premise.strip() else None,
+                image=find_image(root, _image_id(record)), input_text=hypothesis.strip(),
+                id=str(record.get("pairID") or f"{path.stem}:{number}"), refs=[label])
+
+    return finish(examples(), skipped, options, path, "premise/hypothesis pairs")
 
 
 def _image_id(record: dict) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from stylecap.errors import InputError
 from stylecap.tasks import Example, Examples, ReadOptions, Task, finish
@@ -23,20 +24,23 @@ def read(path: Path, options: ReadOptions) -> Examples:
         path = _split_file(path, options.split)
     roots = [path.parent, path.parent.parent]
     image_roots = [Path(options.images)] if options.images else roots
-    skipped, examples = Counter(), []
-    for record in json_records(path):
-        if not isinstance(record, dict) or not isinstance(record.get("caption"), str) or not record["caption"].strip():
-            skipped["malformed records"] += 1
-            continue
-        article = _article(record.get("article_path"), roots)
-        if article is None:
-            skipped["records whose article is missing"] += 1
-            continue
-        caption = record["caption"].strip()
-        image = _locate(record.get("image_path"), image_roots)
-        examples.append(Example(target=caption, clip_text=caption, image=str(image) if image else None, input_text=article,
-                                id=str(record.get("id", len(examples))), refs=[caption]))
-    return finish(examples, skipped, options, path, "news records")
+    skipped = Counter()
+
+    def examples() -> Iterator[Example]:
+        for number, record in enumerate(json_records(path)):
+            if not isinstance(record, dict) or not isinstance(record.get("caption"), str) or not record["caption"].strip():
+                skipped["malformed records"] += 1
+                continue
+            article = _article(record.get("article_path"), roots)
+            if article is None:
+                skipped["records whose article is missing"] += 1
+                continue
+            caption = record["caption"].strip()
+            image = _locate(record.get("image_path"), image_roots)
+            yield Example(target=caption, clip_text=caption, image=str(image) if image else None, input_text=article,
+                          id=str(record.get("id", number)), refs=[caption])
+
+    return finish(examples(), skipped, options, path, "news records")
 
 
 def _locate(relative, roots: list[Path]) -> Path | None:

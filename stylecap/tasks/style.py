@@ -1,10 +1,11 @@
 """Stylistic captioning: train on a style corpus (a `stylecap generate` folder, or any sentence file)."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from stylecap.errors import InputError
-from stylecap.tasks import Example, ReadOptions, Task
+from stylecap.tasks import Example, Examples, ReadOptions, Task
 from stylecap.tasks.textfiles import iter_sentences
 
 
@@ -20,12 +21,13 @@ def corpus_files(path: Path) -> list[Path]:
     return [path]
 
 
-def read(path: Path, options: ReadOptions) -> list[Example]:
-    examples = [Example(target=text, clip_text=text, id=key, refs=[text])
-                for file in corpus_files(path) for key, text in iter_sentences(file)]
-    if not examples:
+def read(path: Path, options: ReadOptions) -> Examples:
+    examples = (Example(target=text, clip_text=text, id=key, refs=[text])
+                for file in corpus_files(path) for key, text in iter_sentences(file))
+    kept = Examples(itertools.islice(examples, options.limit) if options.limit else examples)
+    if not kept:
         raise InputError("the style corpus is empty", str(path), "generate some sentences first")
-    return examples[: options.limit] if options.limit else examples
+    return kept
 
 
 TASK = Task(name="style", description="stylistic captioning from a text corpus", read=read, noise=0.12,

@@ -10,12 +10,14 @@ human answers for the official accuracy.
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from stylecap.errors import InputError
 from stylecap.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root, split_file
-from stylecap.tasks.caption import karpathy_images
+from stylecap.tasks.caption import caption_images
 from stylecap.tasks.textfiles import json_records, require_file
 
 MIN_VOTES = 3
@@ -24,26 +26,31 @@ MIN_VOTES = 3
 def read(path: Path, options: ReadOptions) -> Examples:
     questions_file, annotations_file = vqa_files(Path(path), options.split)
     skipped = Counter()
-    answers = {str(ann.get("question_id")): [a["answer"] for a in ann.get("answers") or [] if "answer" in a]
+    # interned: the ten answers of a question repeat across questions ("yes", "2"), so each is held once
+    answers = {str(ann.get("question_id")): [sys.intern(a["answer"]) for a in ann.get("answers") or [] if "answer" in a]
                for ann in json_records(annotations_file, "annotations") if isinstance(ann, dict)}
     captions, caption_root = image_captions(options, questions_file)
     root = image_root(options, questions_file)
-    examples = []
-    for question in json_records(questions_file, "questions"):
-        if not isinstance(question, dict) or not question.get("question") or question.get("image_id") is None:
-            skipped["malformed questions"] += 1
-            continue
-        refs = answers.get(str(question.get("question_id")))
-        if not refs:
-            skipped["questions without answers"] += 1
-            continue
-        image_id = str(question["image_id"])
-        relative, texts = captions.get(image_id, (None, [None]))
-        image = str(caption_root / relative) if relative else find_image(root, image_id)
-        examples += [Example(target=target, clip_text=text, image=image, input_text=question["question"].strip(),
-                             id=str(question["question_id"]), refs=refs)
-                     for text in texts for target in training_targets(refs)]
-    return finish(examples, skipped, options, questions_file, "questions")
+
+    def examples() -> Iterator[Example]:
+        for question in json_records(questions_file, "questions"):
+            if not isinstance(question, dict) or not question.get("question") or question.get("image_id") is None:
+                skipped["malformed questions"] += 1
+                continue
+            refs = answers.get(str(question.get("question_id")))
+            if not refs:
+                skipped["questions without answers"] += 1
+                continue
+            image_id = str(question["image_id"])
+            relative, texts = captions.get(image_id, (None, [None]))
+            # the captions file's path for the image, else a search by id (COCO's file names end in it)
+            image = str(caption_root / relative) if relative and (caption_root / relative).is_file() \
+                else find_image(root, image_id)
+            yield from (Example(target=target, clip_text=text, image=image, input_text=question["question"].strip(),
+                                id=str(question["question_id"]), refs=refs)
+                        for text in texts for target in training_targets(refs))
+
+    return finish(examples(), skipped, options, questions_file, "questions")
 
 
 def training_targets(answers: list[str]) -> list[str]:
@@ -83,14 +90,15 @@ def _annotations_of(questions: Path) -> Path:
 
 
 def image_captions(options: ReadOptions, questions_file: Path) -> tuple[dict, Path]:
-    """{image id: (image path relative to the root, captions)} from the Karpathy file, and its root."""
+    """{image id: (image path relative to the root, captions)} from the captions file (Karpathy's
+    ``dataset_coco.json`` or COCO's ``captions_<split>.json``), and its image root."""
     file = options.captions
     if file is None:
         near = [folder / "dataset_coco.json" for folder in (questions_file.parent, questions_file.parent.parent)]
         file = next((p for p in near if p.is_file()), None)
     if file is None:
         return {}, Path(".")
-    captions = {image_id: (relative, texts) for image_id, relative, texts in karpathy_images(Path(file), None, Counter())}
+    captions = {image_id: (relative, texts) for image_id, relative, texts in caption_images(Path(file), None, Counter())}
     return captions, image_root(options, Path(file))
 
 
