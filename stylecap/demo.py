@@ -113,19 +113,27 @@ def run_demo(spec: DemoSpec) -> dict:
 
 
 def _runs_folder(spec: DemoSpec, out: Path, seed: int) -> Path:
-    """Where one seed's models go: keyed by what shapes them, so a rerun with other settings
+    """Where one seed's models go: keyed by what shapes them (the CLIP by its weights, so a new
+    shipped CLIP is not paired with models trained on the old one), so a rerun with other settings
     trains afresh instead of reusing models it did not ask for."""
+    from stylecap.encoders import resolve_clip
     from stylecap.paths import text_digest
 
-    key = text_digest([spec.clip, spec.lm, str(spec.steps), str(spec.batch_size), str(spec.lr), spec.voice])
+    key = text_digest([resolve_clip(spec.clip).identity, spec.lm, str(spec.steps), str(spec.batch_size),
+                       str(spec.lr), spec.voice])
     return out / "runs" / f"{key}-seed-{seed}"
 
 
 def _ensure_world(spec: DemoSpec) -> Path:
+    """The user's world, or the demo's own; built when missing (the demo's own also when an older
+    stylecap wrote it)."""
     from stylecap.world import build_world
+    from stylecap.world.build import VERSION
 
     world = Path(spec.world or Path(spec.out) / "world")
-    if not (world / "world.json").exists():
+    info = json.loads((world / "world.json").read_text()) if (world / "world.json").exists() else {}
+    # the demo's own world follows the code; a world the user names is used as it is
+    if not info or (not spec.world and info.get("version") != VERSION):
         build_world(world, seed=spec.world_seed, size=spec.world_size, splits=spec.world_splits, force=True,
                     progress=spec.progress)
     return world
@@ -136,9 +144,12 @@ def _fit_gap(spec: DemoSpec, world: Path, gap_dir: Path) -> Path:
     from stylecap.gap import read_gap
     from stylecap.gap_analysis import PairSource, fit_gap
 
+    from stylecap.encoders import resolve_clip
+
     if (gap_dir / "gap.json").exists():
         fitted = read_gap(gap_dir)
-        if fitted.get("clip") == spec.clip and fitted["pairs"]["file"] == str((world / "dataset_coco.json").resolve()):
+        if fitted.get("clip_identity") == resolve_clip(spec.clip).identity \
+                and fitted["pairs"]["file"] == str((world / "dataset_coco.json").resolve()):
             return gap_dir
     fit_gap(PairSource(spec.clip, world / "dataset_coco.json", world / "images", "pairs", progress=spec.progress),
             gap_dir)

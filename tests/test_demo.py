@@ -65,3 +65,33 @@ def test_sweep_checks_compare_adapters_and_auto_sigma():
     assert checks["best fitted adapter CIDEr-D ≥ noise alone"] == (1.0625, True)
     assert checks["σ auto within 3 CIDEr-D points of the best swept σ (auto − best)"] == (-2.0, True)
     assert not any(name.startswith("style") for name in checks)  # style did not run
+
+
+def test_models_and_world_are_not_reused_across_clips_or_world_formats(tmp_path):
+    import shutil
+
+    from stylecap.demo import DemoSpec, _ensure_world, _runs_folder
+    from stylecap.encoders import BUILTIN_CLIPS
+    from stylecap.paths import asset
+
+    # two CLIP folders that differ only in one weight byte: the same spec text, other models
+    first, second = tmp_path / "clip-a", tmp_path / "clip-b"
+    for folder in (first, second):
+        shutil.copytree(asset(BUILTIN_CLIPS["world"]), folder)
+    weights = second / "open_clip_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    out = tmp_path / "demo"
+    folders = []
+    for folder in (first, second):
+        shutil.move(folder, tmp_path / "clip")  # the same path, hence the same spec text
+        folders.append(_runs_folder(DemoSpec(out=out, clip=str(tmp_path / "clip")), out, 0))
+        shutil.move(tmp_path / "clip", folder)
+    assert folders[0] != folders[1]
+    tiny = {"clip": 0, "train": 4, "pairs": 2, "val": 0, "test": 2}
+    spec = DemoSpec(out=tmp_path / "demo", world_splits=tiny)
+    world = _ensure_world(spec)
+    info = json.loads((world / "world.json").read_text())
+    (world / "world.json").write_text(json.dumps({**info, "version": info["version"] - 1}))
+    assert json.loads((_ensure_world(spec) / "world.json").read_text())["version"] == info["version"]
