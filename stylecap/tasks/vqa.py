@@ -9,6 +9,7 @@ human answers for the official accuracy.
 """
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections import Counter
@@ -32,6 +33,14 @@ def read(path: Path, options: ReadOptions) -> Examples:
     captions, caption_root = image_captions(options, questions_file)
     root = image_root(options, questions_file)
 
+    @functools.lru_cache(maxsize=None)  # once per image, not once per question about it
+    def locate(image_id: str) -> str | None:
+        """The captions file's path for the image, else a search by id (COCO's file names end in it)."""
+        relative = captions.get(image_id, (None, None))[0]
+        if relative and (caption_root / relative).is_file():
+            return str(caption_root / relative)
+        return find_image(root, image_id)
+
     def examples() -> Iterator[Example]:
         for question in json_records(questions_file, "questions"):
             if not isinstance(question, dict) or not question.get("question") or question.get("image_id") is None:
@@ -42,13 +51,12 @@ def read(path: Path, options: ReadOptions) -> Examples:
                 skipped["questions without answers"] += 1
                 continue
             image_id = str(question["image_id"])
-            relative, texts = captions.get(image_id, (None, [None]))
-            # the captions file's path for the image, else a search by id (COCO's file names end in it)
-            image = str(caption_root / relative) if relative and (caption_root / relative).is_file() \
-                else find_image(root, image_id)
-            yield from (Example(target=target, clip_text=text, image=image, input_text=question["question"].strip(),
-                                id=str(question["question_id"]), refs=refs)
-                        for text in texts for target in training_targets(refs))
+            texts = captions.get(image_id, (None, [None]))[1]
+            # once per question, shared by its views (one per caption and target)
+            asked, qid, targets = question["question"].strip(), str(question["question_id"]), training_targets(refs)
+            image = locate(image_id)
+            yield from (Example(target=target, clip_text=text, image=image, input_text=asked, id=qid, refs=refs)
+                        for text in texts for target in targets)
 
     return finish(examples(), skipped, options, questions_file, "questions")
 
