@@ -141,10 +141,9 @@ def _ensure_world(spec: DemoSpec) -> Path:
 
 def _fit_gap(spec: DemoSpec, world: Path, gap_dir: Path) -> Path:
     """The gap on the world's pairs split (fitted once per demo folder and CLIP)."""
+    from stylecap.encoders import resolve_clip
     from stylecap.gap import read_gap
     from stylecap.gap_analysis import PairSource, fit_gap
-
-    from stylecap.encoders import resolve_clip
 
     if (gap_dir / "gap.json").exists():
         fitted = read_gap(gap_dir)

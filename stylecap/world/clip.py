@@ -61,6 +61,7 @@ def load_images(world: Path, split: str, size: int = MODEL_CFG["vision_cfg"]["im
     scenes = [s for _, s in sorted(load_scenes(world).items()) if s.split == split]
     if not scenes:
         raise InputError(f"the world has no '{split}' images", str(world), "rebuild it with that split")
+
     def pixels_of(scene) -> np.ndarray:
         image = Image.open(world / image_path(scene)).convert("RGB")
         return np.asarray(image if image.size == (size, size) else image.resize((size, size), Image.BICUBIC))
