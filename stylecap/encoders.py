@@ -71,7 +71,8 @@ def resolve_clip(spec: str) -> ClipSource:
         if not (path / CONFIG_FILE).exists():
             raise ModelError(f"no {CONFIG_FILE} in the CLIP folder", str(path),
                              "point --clip at a folder written by stylecap/open_clip, or use NAME:TAG")
-        return ClipSource(f"local-dir:{path.resolve()}", None, f"dir-{file_digest(path)}")
+        # the model is its open_clip files: stats or notes written beside them leave caches valid
+        return ClipSource(f"local-dir:{path.resolve()}", None, f"dir-{file_digest(path, pattern='open_clip_*')}")
     name, _, pretrained = spec.partition(":")
     if name.endswith(".json"):
         return _custom_config_source(Path(name), pretrained or None)

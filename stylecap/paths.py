@@ -25,10 +25,10 @@ def asset(*parts: str) -> Path:
     return Path(str(resources.files("stylecap.assets").joinpath(*parts)))
 
 
-def file_digest(path: Path, length: int = 16) -> str:
-    """A content hash of a file or of every file in a folder (sorted), for cache keys."""
+def file_digest(path: Path, length: int = 16, pattern: str = "*") -> str:
+    """A content hash of a file or of every file in a folder matching ``pattern`` (sorted), for cache keys."""
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = sorted(p for p in path.rglob(pattern) if p.is_file()) if path.is_dir() else [path]
     for file in files:
         digest.update(file.name.encode())
         with open(file, "rb") as handle:

@@ -46,6 +46,20 @@ def test_every_local_spec_form_loads_the_same_weights(saved_clip, tmp_path, tiny
         assert torch.allclose(encoder.encode_texts(["a small yellow hexagon"]), reference, atol=1e-6)
 
 
+def test_folder_identity_follows_the_model_files_only(saved_clip, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(saved_clip[0], tmp_path / "copy")
+    before = resolve_clip(str(folder)).identity
+    (folder / "stats.json").write_text("{}")  # notes beside the model keep caches and runs valid
+    assert resolve_clip(str(folder)).identity == before
+    weights = folder / "open_clip_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one changed weight byte is another model
+    weights.write_bytes(bytes(data))
+    assert resolve_clip(str(folder)).identity != before
+
+
 def test_real_pretrained_names_resolve_to_open_clip_tags():
     source = resolve_clip("ViT-L-14:openai")  # downloaded by open_clip when online; not loaded here
     assert (source.model_name, source.pretrained, source.identity) == ("ViT-L-14", "openai", "ViT-L-14:openai")
