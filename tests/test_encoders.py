@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import open_clip
 import pytest
@@ -47,8 +48,6 @@ def test_every_local_spec_form_loads_the_same_weights(saved_clip, tmp_path, tiny
 
 
 def test_folder_identity_follows_the_model_files_only(saved_clip, tmp_path):
-    import shutil
-
     folder = shutil.copytree(saved_clip[0], tmp_path / "copy")
     before = resolve_clip(str(folder)).identity
     (folder / "stats.json").write_text("{}")  # notes beside the model keep caches and runs valid
