@@ -142,16 +142,18 @@ def _training_vectors(encoder: ClipEncoder, examples, input: str, where: str, hi
     from stylecap.tasks import with_field
 
     if input == "images":
-        from collections import Counter
-
         from stylecap.evaluate import image_vectors
-        from stylecap.tasks import Examples
 
-        one_per_image = Examples({ex.image: ex for ex in examples if ex.image}.values(),
-                                 Counter(getattr(examples, "skipped", ())))
-        kept, vectors = image_vectors(encoder, one_per_image, where, progress=options.progress)
-        index = {ex.image: i for i, ex in enumerate(kept)}
-        examples = Examples((ex for ex in examples if ex.image in index), kept.skipped)
+        images = list(examples.column("image"))
+        first_view: dict[str, int] = {}  # each image is encoded once, through its first example
+        for i, image in enumerate(images):
+            if image:
+                first_view.setdefault(image, i)
+        kept, vectors = image_vectors(encoder, examples.select(first_view.values()), where, progress=options.progress)
+        index = {image: i for i, image in enumerate(kept.column("image"))}
+        skipped = kept.skipped
+        examples = examples.select(i for i, image in enumerate(images) if image in index)
+        examples.skipped = skipped
         vector_of = array("i", (index[image] for image in examples.column("image")))
         return vectors, ExampleRows(examples, vector_of), examples
     examples = with_field(examples, "clip_text", where, hint)

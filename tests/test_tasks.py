@@ -173,6 +173,12 @@ def test_examples_hold_each_distinct_value_once():
     assert [examples.values("clip_text")[c] for c in examples.codes("clip_text")[:6]] == [f"caption {c}" for c in (0, 1, 2, 3, 4, 0)]
     assert list(examples.column("image"))[7 * 5] == "img0.jpg"
     assert examples[5:10] == views[5:10] and examples[-1] == views[-1]
+    examples.skipped["malformed lines"] = 2
+    picked = examples.select([40, 3, 3])  # code by code, in the order asked, repeats kept
+    assert picked == [views[40], views[3], views[3]] and picked.skipped == {"malformed lines": 2}
+    picked.append(Example(target="new answer", clip_text="caption 0"))
+    picked.skipped["missing images"] = 1
+    assert len(examples) == 2500 and examples == views and examples.skipped == {"malformed lines": 2}
 
 
 def test_a_limit_stops_reading():

@@ -72,7 +72,7 @@ class Examples(Sequence[Example]):
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return Examples((self[j] for j in range(*i.indices(len(self)))), self.skipped)
+            return self.select(range(*i.indices(len(self))))
         values = {name: self._values[name][self._codes[name][i]] for name in self.FIELDS}
         return Example(**{**values, "refs": list(values["refs"])})
 
@@ -81,6 +81,15 @@ class Examples(Sequence[Example]):
 
     def __repr__(self) -> str:
         return f"Examples({len(self)} examples, skipped={dict(self.skipped)})"
+
+    def select(self, positions: Iterable[int]) -> "Examples":
+        """The examples at ``positions``, in that order, copied code by code (no :class:`Example` is
+        built); the distinct values are shared with this one, which only ever appends to them."""
+        out = Examples(skipped=Counter(self.skipped))
+        out._values, out._index = self._values, self._index
+        positions = list(positions)
+        out._codes = {name: array("i", (codes[i] for i in positions)) for name, codes in self._codes.items()}
+        return out
 
     def values(self, name: str) -> list:
         """The distinct values of a field, in the order first seen (``codes`` index into this)."""
