@@ -63,7 +63,7 @@ def resolve_clip(spec: str) -> ClipSource:
         if not (folder / WEIGHTS_FILE).exists():
             raise ModelError(f"the built-in CLIP '{spec}' is not in this installation", str(folder),
                              "reinstall stylecap or rebuild it with `stylecap world clip`")
-        return ClipSource(f"local-dir:{folder}", None, f"{spec}-{file_digest(folder / WEIGHTS_FILE)}")
+        return ClipSource(f"local-dir:{folder}", None, f"{spec}-{_model_files_digest(folder)}")
     if spec.startswith("hf-hub:"):
         return ClipSource(spec, None, spec)
     path = Path(spec)
@@ -71,8 +71,7 @@ def resolve_clip(spec: str) -> ClipSource:
         if not (path / CONFIG_FILE).exists():
             raise ModelError(f"no {CONFIG_FILE} in the CLIP folder", str(path),
                              "point --clip at a folder written by stylecap/open_clip, or use NAME:TAG")
-        # the model is its open_clip files: stats or notes written beside them leave caches valid
-        return ClipSource(f"local-dir:{path.resolve()}", None, f"dir-{file_digest(path, pattern='open_clip_*')}")
+        return ClipSource(f"local-dir:{path.resolve()}", None, f"dir-{_model_files_digest(path)}")
     name, _, pretrained = spec.partition(":")
     if name.endswith(".json"):
         return _custom_config_source(Path(name), pretrained or None)
@@ -91,6 +90,12 @@ def resolve_clip(spec: str) -> ClipSource:
         raise ModelError(f"unknown pretrained tag '{pretrained}' for CLIP '{name}'", f"--clip {spec}",
                          f"known tags: {tags}")
     return ClipSource(name, pretrained, spec)
+
+
+def _model_files_digest(folder: Path) -> str:
+    """A CLIP folder's identity: its open_clip files (config and weights) only, so stats or notes
+    written beside them leave caches and trained models valid."""
+    return file_digest(folder, pattern="open_clip_*")
 
 
 def _custom_config_source(config_path: Path, checkpoint: str | None) -> ClipSource:
@@ -245,3 +250,15 @@ class EmbeddingCache:
         if vecs.shape[0] != len(texts):
             raise InputError("embedding cache does not match its corpus", str(folder), "delete that folder")
         return vecs
+
+
+def image_cache_file(encoder: ClipEncoder, paths: Sequence[str]) -> Path | None:
+    """Where the vectors of these image files (in this order) are cached: keyed by the encoder and
+    each file's path, size and modification time, so an edited or replaced image is encoded anew.
+    None when a file cannot be looked at (it is reported when it is decoded)."""
+    try:
+        stamps = [f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}" for p in paths for st in [os.stat(p)]]
+    except OSError:
+        return None
+    return cache_root() / "image-vectors" / encoder.identity / f"{text_digest(stamps)}.safetensors"
+

@@ -7,6 +7,7 @@ skipped and why, notes) into the output folder.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +105,18 @@ def image_vectors(encoder, examples: Examples, where: str, batch_size: int = 64,
 def encode_image_files(encoder, paths: Sequence[str | Path], batch_size: int = 64,
                        progress: bool = True) -> tuple[dict[str, torch.Tensor], list]:
     """Vectors of the image files (each encoded once) by path, and the failures with their reasons,
-    through the captioner's robust, batched decoding."""
+    through the captioner's robust, batched decoding. A set that decoded whole is cached, so scoring
+    several models on the same images encodes them once."""
+    from safetensors.torch import load_file, save_file
+
     from stylecap.caption import iter_image_vectors
+    from stylecap.encoders import image_cache_file
     from stylecap.progress import simple_progress
 
-    unique = list(dict.fromkeys(map(str, paths)))
+    unique = list(dict.fromkeys(str(Path(p)) for p in paths))  # spelled as the decoder reports them
+    cached = image_cache_file(encoder, unique)
+    if cached is not None and cached.exists():
+        return dict(zip(unique, load_file(str(cached))["vectors"])), []
     found: dict[str, torch.Tensor] = {}
     failures = []
     with simple_progress("encoding images", len(unique), enabled=progress) as bar:
@@ -117,6 +125,11 @@ def encode_image_files(encoder, paths: Sequence[str | Path], batch_size: int = 6
             found.update(zip(batch.paths, batch.vectors))
             failures += batch.failures
             bar.update(task, advance=len(batch.paths) + len(batch.failures))
+    if cached is not None and found and not failures:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # atomic, as the text cache's shards
+        save_file({"vectors": torch.stack([found[p] for p in unique]).contiguous()}, str(tmp))
+        tmp.replace(cached)
     return found, failures
 
 

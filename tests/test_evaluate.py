@@ -100,3 +100,35 @@ def test_eval_command_exit_codes_and_outputs(dataset, tmp_path, capsys):
     with pytest.raises(SystemExit) as bad:
         main(["eval", "--model", str(model), "--data", str(dataset / "snli_ve"), "--input", "sound", "--quiet"])
     assert bad.value.code == 2
+
+
+def test_image_vectors_are_cached_until_a_file_changes(tmp_path, monkeypatch):
+    import os
+
+    import torch
+    from PIL import Image
+
+    import stylecap.caption
+    from stylecap.encoders import load_clip
+    from stylecap.evaluate import encode_image_files
+
+    paths = []
+    for i, colour in enumerate(["red", "blue", "green"]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (40, 40), colour).save(paths[-1])
+    encoder = load_clip(CLIP, device="cpu")
+    first, failures = encode_image_files(encoder, paths, progress=False)
+    assert not failures and len(first) == 3
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    with monkeypatch.context() as patch:  # the same files again: read from the cache, nothing decoded
+        patch.setattr(stylecap.caption, "iter_image_vectors", no_decoding)
+        again, _ = encode_image_files(encoder, paths, progress=False)
+    assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first)
+    Image.new("RGB", (40, 40), "white").save(paths[0])  # an edited image is encoded anew
+    os.utime(paths[0], ns=(0, 0))
+    edited, _ = encode_image_files(encoder, paths, progress=False)
+    assert not torch.allclose(edited[str(paths[0])], first[str(paths[0])])
+    assert torch.equal(edited[str(paths[1])], first[str(paths[1])])
