@@ -229,7 +229,7 @@ class EmbeddingCache:
 
     def vectors(self, texts: Sequence[str], progress=None) -> torch.Tensor:
         """Vectors for ``texts`` (in order); ``progress(done, total)`` is called as shards finish."""
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         if not texts:
             return torch.empty(0, self.encoder.dim)
@@ -239,10 +239,7 @@ class EmbeddingCache:
         for index, start in enumerate(range(0, len(texts), self.shard_size)):
             path = folder / f"shard-{index:05d}.safetensors"
             if not path.exists():
-                vecs = self.encoder.encode_texts(texts[start:start + self.shard_size])
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several processes may encode at once
-                save_file({"vectors": vecs.contiguous()}, str(tmp))
-                tmp.replace(path)  # atomic: a crash never leaves a half-written shard behind
+                save_vectors(self.encoder.encode_texts(texts[start:start + self.shard_size]), path)
             shards.append(load_file(str(path))["vectors"])
             if progress:
                 progress(min(start + self.shard_size, len(texts)), len(texts))
@@ -250,6 +247,17 @@ class EmbeddingCache:
         if vecs.shape[0] != len(texts):
             raise InputError("embedding cache does not match its corpus", str(folder), "delete that folder")
         return vecs
+
+
+def save_vectors(vectors: torch.Tensor, path: Path) -> None:
+    """Write cached vectors (safetensors) atomically: several processes may encode at once, and a
+    crash never leaves a half-written file behind."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    save_file({"vectors": vectors.contiguous()}, str(tmp))
+    tmp.replace(path)
 
 
 def image_cache_file(encoder: ClipEncoder, paths: Sequence[str]) -> Path | None:

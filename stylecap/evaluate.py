@@ -7,7 +7,6 @@ skipped and why, notes) into the output folder.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,10 +106,10 @@ def encode_image_files(encoder, paths: Sequence[str | Path], batch_size: int = 6
     """Vectors of the image files (each encoded once) by path, and the failures with their reasons,
     through the captioner's robust, batched decoding. A set that decoded whole is cached, so scoring
     several models on the same images encodes them once."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from stylecap.caption import iter_image_vectors
-    from stylecap.encoders import image_cache_file
+    from stylecap.encoders import image_cache_file, save_vectors
     from stylecap.progress import simple_progress
 
     unique = list(dict.fromkeys(str(Path(p)) for p in paths))  # spelled as the decoder reports them
@@ -126,10 +125,7 @@ def encode_image_files(encoder, paths: Sequence[str | Path], batch_size: int = 6
             failures += batch.failures
             bar.update(task, advance=len(batch.paths) + len(batch.failures))
     if cached is not None and found and not failures:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # atomic, as the text cache's shards
-        save_file({"vectors": torch.stack([found[p] for p in unique]).contiguous()}, str(tmp))
-        tmp.replace(cached)
+        save_vectors(torch.stack([found[p] for p in unique]), cached)
     return found, failures
 
 

@@ -151,9 +151,8 @@ def _training_vectors(encoder: ClipEncoder, examples, input: str, where: str, hi
                 first_view.setdefault(image, i)
         kept, vectors = image_vectors(encoder, examples.select(first_view.values()), where, progress=options.progress)
         index = {image: i for i, image in enumerate(kept.column("image"))}
-        skipped = kept.skipped
         examples = examples.select(i for i, image in enumerate(images) if image in index)
-        examples.skipped = skipped
+        examples.skipped = kept.skipped  # the reader's counts plus missing and unreadable images
         vector_of = array("i", (index[image] for image in examples.column("image")))
         return vectors, ExampleRows(examples, vector_of), examples
     examples = with_field(examples, "clip_text", where, hint)
