@@ -49,3 +49,14 @@ class ModelError(StylecapError):
 
 class ServiceError(StylecapError):
     exit_code = EXIT_SERVICE
+
+
+class PartialRun(StylecapError):
+    """The run finished, but some items failed (each is reported and recorded; a rerun retries them)."""
+
+    exit_code = EXIT_PARTIAL
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]

@@ -19,12 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
-from stylecap.caption import (Captioner, Decoding, Failure, TaskInput, find_images, iter_image_vectors,
-                              load_image, ImageError)
-from stylecap.cli import main
+from stylecap.core.images import Failure, ImageError, find_images, iter_image_vectors, load_image
 from stylecap.errors import EXIT_INPUT, EXIT_MODEL, EXIT_PARTIAL, EXIT_USAGE, UsageError
+from stylecap.options import Decoding
 from stylecap.paths import asset
-from stylecap.records import TABLE_ROWS, TerminalTable, drop_partial_line
+from stylecap.workflows.caption import Captioner, TaskInput
+from stylecap.workflows.records import TABLE_ROWS, TerminalTable, drop_partial_line
 
 FAST = ["--beam", "1", "--max-length", "4", "--quiet"]  # decoding work is not what these tests are about
 
@@ -43,7 +43,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from stylecap.model import CloseConfig, build_model
+    from stylecap.core.model import CloseConfig, build_model
 
     config = CloseConfig(clip=str(asset("tiny-clip.json")), clip_dim=32, lm="tiny-t5", lora=False)
     return build_model(config).save(tmp_path_factory.mktemp("model") / "model")
@@ -126,11 +126,9 @@ def photo_folder(tmp_path_factory):
     return folder, good, bad
 
 
-def run_cli(*args) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-        raise SystemExit(0)
-    return exit_info.value.code
+def argv(*args) -> list[str]:
+    """Command-line words from paths and strings, for the ``cli`` fixture."""
+    return [str(a) for a in args]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -211,18 +209,18 @@ def test_image_vectors_stream_from_an_endless_generator(photo_folder):
 
 
 def Captioner_encoder():
-    from stylecap.encoders import load_clip
+    from stylecap.core.encoders import load_clip
 
     return load_clip(str(asset("tiny-clip.json")), "cpu")
 
 
 # ----------------------------------------------------------------------------- the command
 
-def test_every_good_image_captioned_every_bad_one_recorded(photo_folder, model_dir, tmp_path):
+def test_every_good_image_captioned_every_bad_one_recorded(photo_folder, model_dir, tmp_path, cli):
     folder, good, bad = photo_folder
     out, page = tmp_path / "captions.jsonl", tmp_path / "gallery" / "index.html"
-    code = run_cli("caption", folder, "--model", model_dir, "--out", out, "--html", page, "--workers", "1",
-                   "--batch-size", "4", *FAST)
+    code = cli(argv("caption", folder, "--model", model_dir, "--out", out, "--html", page, "--workers", "1",
+                    "--batch-size", "4", *FAST))
     assert code == EXIT_PARTIAL
     records = read_jsonl(out)
     assert all(set(r) == {"path", "caption", "score", "model", "error"} for r in records)
@@ -245,11 +243,11 @@ def test_every_good_image_captioned_every_bad_one_recorded(photo_folder, model_d
     assert not page.with_name("index.html.part").exists()
 
 
-def test_csv_output_with_several_captions_per_image(photo_folder, model_dir, tmp_path):
+def test_csv_output_with_several_captions_per_image(photo_folder, model_dir, tmp_path, cli):
     _, good, _ = photo_folder
     out = tmp_path / "captions.csv"
-    code = run_cli("caption", *good[:3], "--model", model_dir, "--out", out, "--num-captions", "2",
-                   "--workers", "0", "--max-length", "4", "--quiet")
+    code = cli(argv("caption", *good[:3], "--model", model_dir, "--out", out, "--num-captions", "2",
+                    "--workers", "0", "--max-length", "4", "--quiet"))
     assert code == 0
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -260,7 +258,7 @@ def test_csv_output_with_several_captions_per_image(photo_folder, model_dir, tmp
     assert all(r["model"] == str(model_dir) and r["error"] == "" for r in rows)
 
 
-def test_resume_after_sigkill_captions_each_image_exactly_once(model_dir, tmp_path):
+def test_resume_after_sigkill_captions_each_image_exactly_once(model_dir, tmp_path, cli):
     folder = tmp_path / "many"
     folder.mkdir()
     for index in range(60):
@@ -282,20 +280,20 @@ def test_resume_after_sigkill_captions_each_image_exactly_once(model_dir, tmp_pa
     with open(out, "a") as handle:  # as if the kill had landed in the middle of a write
         handle.write('{"path": "' + str(folder / "img-0"))
 
-    assert run_cli("caption", folder, "--model", model_dir, "--out", out, "--resume", *FAST) == 0
+    assert cli(argv("caption", folder, "--model", model_dir, "--out", out, "--resume", *FAST)) == 0
     paths = [r["path"] for r in read_jsonl(out)]
     assert sorted(paths) == sorted(str(p) for p in folder.iterdir())
     assert len(paths) == len(set(paths)) == 60
-    assert run_cli("caption", folder, "--model", model_dir, "--out", out, "--resume", *FAST) == 0
+    assert cli(argv("caption", folder, "--model", model_dir, "--out", out, "--resume", *FAST)) == 0
     assert len(read_jsonl(out)) == 60  # nothing left to do, nothing added
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_resume_continues_a_file_and_its_gallery(suffix, photo_folder, model_dir, tmp_path):
+def test_resume_continues_a_file_and_its_gallery(suffix, photo_folder, model_dir, tmp_path, cli):
     _, good, _ = photo_folder
     out, page = tmp_path / f"c{suffix}", tmp_path / "g.html"
-    assert run_cli("caption", *good[:2], "--model", model_dir, "--out", out, *FAST) == 0
-    assert run_cli("caption", *good[:4], "--model", model_dir, "--out", out, "--resume", "--html", page, *FAST) == 0
+    assert cli(argv("caption", *good[:2], "--model", model_dir, "--out", out, *FAST)) == 0
+    assert cli(argv("caption", *good[:4], "--model", model_dir, "--out", out, "--resume", "--html", page, *FAST)) == 0
     assert len(list(ET.parse(page).getroot().iter("img"))) == 4  # the earlier records too
     with open(out, newline="") as handle:
         records = list(csv.DictReader(handle)) if suffix == ".csv" else read_jsonl(out)
@@ -312,7 +310,7 @@ def test_resume_continues_a_file_and_its_gallery(suffix, photo_folder, model_dir
     ("bad output format", EXIT_USAGE, ".jsonl or .csv"),
 ])
 def test_errors_are_one_line_with_their_exit_code(case, code, message, photo_folder, model_dir, tmp_path, capsys,
-                                                  monkeypatch):
+                                                  monkeypatch, cli):
     import shutil
 
     _, good, _ = photo_folder
@@ -339,7 +337,7 @@ def test_errors_are_one_line_with_their_exit_code(case, code, message, photo_fol
         args += ["--out", tmp_path / "o.jsonl"]
     else:
         args += ["--out", tmp_path / "o.json"]
-    assert run_cli(*args) == code
+    assert cli(argv(*args)) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
 

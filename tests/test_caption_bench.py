@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from stylecap.bench import T5_BASE, CaptionBench, bench_caption, synthetic_photos
-from stylecap.cli import main
 from test_caption import _one_thread  # noqa: F401  (the same autouse fixture: one torch thread)
+
+from stylecap.experiments.speed import T5_BASE, CaptionBench, bench_caption, synthetic_photos
 
 
 def test_paper_size_path_runs_with_tiny_shapes(tmp_path):
@@ -26,12 +25,10 @@ def test_paper_size_path_runs_with_tiny_shapes(tmp_path):
     assert saved["ours"]["items_per_s"] == pytest.approx(report.ours.items_per_s)
 
 
-def test_bench_command_writes_a_report(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "caption", "--images", "4", "--image-size", "64x48", "--beam", "1", "--batch-size", "2",
-              "--workers", "1", "--report", str(tmp_path / "r.json")])
-        raise SystemExit(0)
-    assert exit_info.value.code == 0
+def test_bench_command_writes_a_report(tmp_path, capsys, cli):
+    code = cli(["bench", "caption", "--images", "4", "--image-size", "64x48", "--beam", "1", "--batch-size", "2",
+                "--workers", "1", "--report", str(tmp_path / "r.json")])
+    assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["benchmark"] == "caption" and report["ours"]["items"] == report["reference"]["items"] == 4
     assert report["speedup"] > 0 and report["environment"]["torch"]

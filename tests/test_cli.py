@@ -8,6 +8,7 @@ import sys
 import pytest
 from PIL import Image
 
+
 def test_help_lists_every_command():
     done = subprocess.run([sys.executable, "-m", "stylecap", "--help"], capture_output=True, text=True, check=True)
     for command in ("train", "caption", "generate", "corpus", "eval", "gap", "world", "bench"):
@@ -28,7 +29,7 @@ def test_train_then_caption_on_cpu(tmp_path, caption_file, tiny_clip_spec, capsy
                 "--workers", "0", "--max-length", "6"]) == 0
     rows = [json.loads(line) for line in records.read_text().splitlines()]
     assert sorted(r["path"].rsplit("/", 1)[-1] for r in rows) == ["0.png", "1.png"]
-    assert all(isinstance(r["caption"], str) for r in rows)
+    assert all(r["error"] == "" and 0 < r["score"] <= 1 for r in rows)
 
 
 def _bad_jsonl(tmp_path):

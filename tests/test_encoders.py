@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from stylecap.encoders import EmbeddingCache, load_clip, resolve_clip, save_clip
+from stylecap.core.encoders import load_clip, resolve_clip, save_clip
+from stylecap.core.vectors import EmbeddingCache
 from stylecap.errors import ModelError
 
 

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-
-from stylecap.errors import InputError
-from stylecap.evaluate import evaluate, metrics_table
-from stylecap.model import read_model_meta
-from stylecap.pipeline import ModelChoices, default_noise, train_task
-from stylecap.tasks import ReadOptions
-from stylecap.train import TrainOptions
 from test_tasks import make_dataset
+
+from stylecap.core.model import read_model_meta
+from stylecap.core.tasks import ReadOptions
+from stylecap.errors import InputError
+from stylecap.options import ModelChoices, TrainOptions
+from stylecap.workflows.evaluate import evaluate, metrics_table
+from stylecap.workflows.pipeline import default_noise, train_task
 
 CLIP = str(Path(__file__).resolve().parents[1] / "stylecap" / "assets" / "tiny-clip.json")
 
@@ -87,19 +87,16 @@ def test_all_images_missing_is_an_error(dataset, tmp_path):
         evaluate(model, dataset / "snli", input="images", split="val", images=tmp_path / "nowhere", progress=False)
 
 
-def test_eval_command_exit_codes_and_outputs(dataset, tmp_path, capsys):
-    from stylecap.cli import main
-
+def test_eval_command_exit_codes_and_outputs(dataset, tmp_path, capsys, cli):
     model = quick_train("ve", dataset / "snli", tmp_path / "run", read_options=ReadOptions(split="val"))
     out = tmp_path / "out"
-    with pytest.raises(SystemExit) as partial:  # one SNLI-VE image is missing: scored without it, exit 6
-        main(["eval", "--model", str(model), "--data", str(dataset / "snli_ve"), "--out", str(out), "--quiet"])
-    assert partial.value.code == 6
+    # one SNLI-VE image is missing: scored without it, exit 6
+    code = cli(["eval", "--model", str(model), "--data", str(dataset / "snli_ve"), "--out", str(out), "--quiet"])
+    assert code == 6
     assert (out / "predictions.jsonl").is_file() and json.loads((out / "metrics.json").read_text())["items"] == 3
     assert "accuracy" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as bad:
-        main(["eval", "--model", str(model), "--data", str(dataset / "snli_ve"), "--input", "sound", "--quiet"])
-    assert bad.value.code == 2
+    code = cli(["eval", "--model", str(model), "--data", str(dataset / "snli_ve"), "--input", "sound", "--quiet"])
+    assert code == 2
 
 
 def test_image_vectors_are_cached_until_a_file_changes(tmp_path, monkeypatch):
@@ -108,9 +105,9 @@ def test_image_vectors_are_cached_until_a_file_changes(tmp_path, monkeypatch):
     import torch
     from PIL import Image
 
-    import stylecap.caption
-    from stylecap.encoders import load_clip
-    from stylecap.evaluate import encode_image_files
+    import stylecap.core.vectors
+    from stylecap.core.encoders import load_clip
+    from stylecap.core.vectors import encode_image_files
 
     paths = []
     for i, colour in enumerate(["red", "blue", "green"]):
@@ -124,7 +121,7 @@ def test_image_vectors_are_cached_until_a_file_changes(tmp_path, monkeypatch):
         raise AssertionError("decoded again")
 
     with monkeypatch.context() as patch:  # the same files again: read from the cache, nothing decoded
-        patch.setattr(stylecap.caption, "iter_image_vectors", no_decoding)
+        patch.setattr(stylecap.core.vectors, "iter_image_vectors", no_decoding)
         again, _ = encode_image_files(encoder, paths, progress=False)
     assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first)
     Image.new("RGB", (40, 40), "white").save(paths[0])  # an edited image is encoded anew

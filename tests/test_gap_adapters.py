@@ -8,9 +8,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stylecap.core.gap import (
+    ADAPTERS,
+    CovarianceAdapter,
+    LinearAdapter,
+    MeanShiftAdapter,
+    auto_noise,
+    build_adapter,
+    expected_cosine,
+    fit_adapters,
+    load_fitted_adapter,
+    resolve_noise,
+    save_gap,
+)
 from stylecap.errors import InputError, ModelError, UsageError
-from stylecap.gap import (ADAPTERS, CovarianceAdapter, LinearAdapter, MeanShiftAdapter, auto_noise, build_adapter,
-                          expected_cosine, fit_adapters, load_fitted_adapter, parse_noise, resolve_noise, save_gap)
+from stylecap.options import ADAPTER_KINDS, parse_noise
 
 DIM = 16
 
@@ -95,7 +107,8 @@ def test_auto_noise_matches_the_paper_example_and_parses():
     with pytest.raises(ModelError):
         auto_noise({"cos_image_caption": -0.1}, 768)
     assert parse_noise("auto") == "auto" and parse_noise("0.12") == 0.12 and parse_noise(None) is None
-    for bad in ("-1", "loud", "nan"):
+    assert set(ADAPTERS) == set(ADAPTER_KINDS)  # the options' list names exactly the implemented adapters
+    for bad in ("-1", "loud", "nan", "inf"):
         with pytest.raises(UsageError, match="--noise"):
             parse_noise(bad)
     with pytest.raises(UsageError, match="--gap"):

@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from stylecap.cli import main
 from stylecap.errors import InputError
-from stylecap.gap_analysis import gap_statistics, read_pairs
 from stylecap.paths import asset
+from stylecap.workflows.gap_analysis import gap_statistics, read_pairs
 
 CLIP_SEED = 3  # a seeded random init whose pairs in this little world have a positive mean cosine
 
@@ -22,7 +21,7 @@ def clip(tmp_path_factory) -> str:
     """The tiny CLIP config with seeded random weights, saved as a folder: the same vectors every run."""
     import open_clip
 
-    from stylecap.encoders import save_clip
+    from stylecap.core.encoders import save_clip
 
     cfg = json.loads(asset("tiny-clip.json").read_text())
     open_clip.factory._MODEL_CONFIGS["gap-test-tiny"] = cfg
@@ -47,8 +46,12 @@ def draw_world(root):
         image = Image.new("RGB", (32, 32), (255, 255, 255))
         draw = ImageDraw.Draw(image)
         box = (4 + i % 5, 4, 26, 26 - i % 4)
-        {"square": draw.rectangle, "circle": draw.ellipse}.get(shape, lambda b, fill: draw.polygon(
-            [(b[0], b[3]), (b[2], b[3]), ((b[0] + b[2]) // 2, b[1])], fill=fill))(box, fill=COLOURS[colour])
+        if shape == "square":
+            draw.rectangle(box, fill=COLOURS[colour])
+        elif shape == "circle":
+            draw.ellipse(box, fill=COLOURS[colour])
+        else:  # a triangle in the box
+            draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=COLOURS[colour])
         image.save(root / "img" / f"{i}.png")
         split = ("train", "pairs", "test")[i % 3]
         captions = [f"a {colour} {shape}", f"a {shape} that is {colour}"]
@@ -92,9 +95,10 @@ def test_statistics_match_brute_force():
     assert sum(stats["pca_explained_variance"]) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_analyze_writes_json_fields_and_png_plots(world, clip, tmp_path):
+def test_analyze_writes_json_fields_and_png_plots(world, clip, tmp_path, cli):
     out = tmp_path / "analysis"
-    main(["gap", "analyze", "--clip", clip, "--pairs", str(world / "pairs.jsonl"), "--out", str(out), "--quiet"])
+    assert cli(["gap", "analyze", "--clip", clip, "--pairs", str(world / "pairs.jsonl"), "--out", str(out),
+                "--quiet"]) == 0
     report = json.loads((out / "analysis.json").read_text())
     stats = report["statistics"]
     for key in ("cos_image_caption", "cos_caption_unrelated_caption", "cos_image_unrelated_image",
@@ -112,36 +116,36 @@ def test_analyze_writes_json_fields_and_png_plots(world, clip, tmp_path):
     assert sorted(report["plots"]) == sorted(["pca_variance.png", "difference_correlation.png", "projection.png"])
 
 
-def test_a_broken_image_in_the_pairs_is_a_one_line_error_naming_it(clip, tmp_path, capsys):
+def test_a_broken_image_in_the_pairs_is_a_one_line_error_naming_it(clip, tmp_path, capsys, cli):
     from stylecap.errors import EXIT_INPUT
 
     broken = draw_world(tmp_path)
     (broken / "img" / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # a PNG header and nothing else
-    with pytest.raises(SystemExit) as exit_info:
-        main(["gap", "fit", "--clip", clip, "--pairs", str(broken / "pairs.jsonl"), "--out", str(tmp_path / "gap"),
-              "--quiet"])
-    assert exit_info.value.code == EXIT_INPUT
+    code = cli(["gap", "fit", "--clip", clip, "--pairs", str(broken / "pairs.jsonl"), "--out", str(tmp_path / "gap"),
+                "--quiet"])
+    assert code == EXIT_INPUT
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error: 1 image(s) could not be read") and "5.png" in line
     assert not (tmp_path / "gap" / "gap.json").exists()
 
 
-def test_fit_then_train_with_fitted_adapter_and_auto_noise(world, clip, tmp_path):
+def test_fit_then_train_with_fitted_adapter_and_auto_noise(world, clip, tmp_path, cli):
     from safetensors.torch import load_file
 
-    from stylecap.model import load_model, read_model_meta
+    from stylecap.core.model import load_model, read_model_meta
 
     gap = tmp_path / "gap"
-    main(["gap", "fit", "--clip", clip, "--pairs", str(world / "dataset_coco.json"), "--images", str(world),
-          "--split", "pairs", "--out", str(gap), "--quiet"])
+    assert cli(["gap", "fit", "--clip", clip, "--pairs", str(world / "dataset_coco.json"), "--images", str(world),
+                "--split", "pairs", "--out", str(gap), "--quiet"]) == 0
     meta = json.loads((gap / "gap.json").read_text())
     assert meta["dim"] == 32 and meta["statistics"]["images"] == 8
     assert set(meta["adapters"]) == {"mean-shift", "linear", "covariance"}
     captions = tmp_path / "caps.txt"
     captions.write_text("".join(f"a {c} {s}\n" for c in COLOURS for s in SHAPES))
     run = tmp_path / "run"
-    main(["train", "--data", str(captions), "--clip", clip, "--lm", "tiny-t5", "--steps", "2", "--batch-size", "4",
-          "--adapter", "covariance", "--gap", str(gap), "--noise", "auto", "--out", str(run), "--quiet"])
+    assert cli(["train", "--data", str(captions), "--clip", clip, "--lm", "tiny-t5", "--steps", "2",
+                "--batch-size", "4", "--adapter", "covariance", "--gap", str(gap), "--noise", "auto",
+                "--out", str(run), "--quiet"]) == 0
     config = read_model_meta(run / "model")["config"]
     auto = config["extra"]["noise_auto"]
     assert config["adapter"] == "covariance" and config["noise"] == pytest.approx(auto["sigma"])
@@ -158,19 +162,19 @@ def test_fit_then_train_with_fitted_adapter_and_auto_noise(world, clip, tmp_path
     (["--noise", "auto"], "needs fitted gap statistics"),
     (["--noise", "loud"], "bad noise level"),
 ])
-def test_train_gap_usage_errors_are_one_line(world, clip, tmp_path, capsys, args, message):
+def test_train_gap_usage_errors_are_one_line(world, clip, tmp_path, capsys, args, message, cli):
     captions = tmp_path / "caps.txt"
     captions.write_text("a red square\n")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--data", str(captions), "--clip", clip, "--steps", "1", "--out", str(tmp_path / "r"),
-              "--quiet", *args])
-    assert exit_info.value.code == 2
+    code = cli(["train", "--data", str(captions), "--clip", clip, "--steps", "1", "--out", str(tmp_path / "r"),
+                "--quiet", *args])
+    assert code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1]
 
 
-def test_sweep_tabulates_cider_and_resumes(world, clip, tmp_path):
-    from stylecap.gap_sweep import SweepSpec, run_sweep
+def test_sweep_tabulates_cider_and_resumes(world, clip, tmp_path, monkeypatch):
+    import stylecap.experiments.variants
+    from stylecap.experiments.sweep import SweepSpec, run_sweep
 
     data = world / "dataset_coco.json"
     spec = SweepSpec(clip=clip, lm="tiny-t5", train=data, test=data, pairs=data, images=world, sigmas=[0.0, "auto"],
@@ -179,15 +183,26 @@ def test_sweep_tabulates_cider_and_resumes(world, clip, tmp_path):
     assert [r["setting"] for r in rows] == ["noise-0.0", "noise-auto", "linear-auto", "image-trained"]
     gap = json.loads((tmp_path / "sweep" / "gap" / "gap.json").read_text())
     assert rows[1]["noise"] == pytest.approx(gap["noise"]["auto_sigma"])
-    assert all(r["images"] == 4 and r["cider"] >= 0 for r in rows)
+    assert rows[0]["noise"] == 0.0
+    assert rows[2]["noise"] == pytest.approx(gap["noise"]["auto_sigma_by_adapter"]["linear"])
+    assert all(r["images"] == 4 and len(r["examples"]) == 4 for r in rows)
     table = (tmp_path / "sweep" / "sweep.md").read_text()
     assert "| linear-auto | linear |" in table and "(auto)" in table
+    assert all(f"| {r['setting']} |" in table and f"{r['cider']:.3f} |" in table for r in rows)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(stylecap.experiments.variants, "train_task", no_training)
     assert run_sweep(spec, tmp_path / "sweep") == rows  # finished settings are read back, not retrained
+    spec.steps = 3  # another budget is another model: trained, not read back
+    with pytest.raises(AssertionError, match="trained again"):
+        run_sweep(spec, tmp_path / "sweep")
 
 
 def test_noise_report_gives_each_fitted_adapter_its_sigma_or_none():
-    from stylecap.gap import COS_AFTER, auto_noise
-    from stylecap.gap_analysis import noise_report
+    from stylecap.core.gap import COS_AFTER, auto_noise
+    from stylecap.workflows.gap_analysis import noise_report
 
     stats = {"cos_image_caption": 0.5, "dim": 16}
     fits = {"linear": {COS_AFTER: 0.9}, "mean-shift": {COS_AFTER: -0.01}}  # a shift that leaves no alignment

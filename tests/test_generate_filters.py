@@ -134,5 +134,5 @@ def test_read_corpus_texts_reads_only_top_level_jsonl(tmp_path):
 def test_generate_package_does_not_import_torch():
     import subprocess
 
-    code = "import sys, stylecap.generate, stylecap.generate.bench; print('torch' in sys.modules)"
+    code = "import sys, stylecap.generate, stylecap.experiments.generate_speed; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

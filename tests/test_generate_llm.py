@@ -47,7 +47,7 @@ def test_faults_are_counted_and_nothing_is_lost(tmp_path, no_key):
 
         second = generate(_config(server.url, tmp_path / "faulty"))  # retries only the two failures
         assert second["this_run"]["inputs"] == 2 and second["inputs"] == {
-            "done": SEED_COUNT, "failed": 0, "failure_reasons": {}}
+            "done": SEED_COUNT, "failed": 0, "skipped": 0, "failure_reasons": {}, "skip_reasons": {}}
         generate(_config(server.url, tmp_path / "clean"))
 
     assert _corpus(tmp_path / "faulty") == _corpus(tmp_path / "clean")
@@ -125,25 +125,26 @@ def test_cli_exit_codes_and_the_key_never_written(tmp_path, monkeypatch, capsys)
                   "--base-url", server.url.replace("/v1", "/nowhere"), "--no-progress"])
         assert exc.value.code == EXIT_SERVICE  # HTTP 404: wrong model or endpoint stops at once
     output = capsys.readouterr()
-    written = "".join(p.read_text() for p in (tmp_path / "b").rglob("*") if p.is_file())
-    assert secret not in written + output.out + output.err
+    written = b"".join(p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file())  # binary files too
+    assert secret.encode() not in written and secret not in output.out + output.err
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["inputs"]["failed"] == 1
 
 
 def test_bench_generate_smoke(tmp_path):
-    from stylecap.generate.bench import bench_generate
+    from stylecap.experiments.generate_speed import bench_generate
 
     report = bench_generate(requests=40, concurrency=8, latency=0.01, sequential_requests=3,
                             out=tmp_path / "bench.json")
-    assert report["concurrent"]["requests"] == 40 and report["concurrent"]["failed"] == 0
-    assert report["ratio"] > 0 and json.loads((tmp_path / "bench.json").read_text())["ratio"] == report["ratio"]
+    assert report.ours.items == 40 and report.setup["failed"] == 0 and report.reference.items == 3
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert report.speedup > 0 and saved["speedup"] == report.speedup and saved["unit"] == "requests"
 
 
 def test_a_generated_corpus_folder_trains_a_style_model(tmp_path, no_key, tiny_clip_spec, cli):
     with LoopbackLLM() as server:
         generate(_config(server.url, tmp_path / "corpus"))
     texts = {text for _, text in _corpus(tmp_path / "corpus")}
-    from stylecap.tasks import ReadOptions, get_task
+    from stylecap.core.tasks import ReadOptions, get_task
 
     examples = get_task("style").read(tmp_path / "corpus", ReadOptions())
     assert {ex.target for ex in examples} == texts  # every record, nothing from the raw log or manifest

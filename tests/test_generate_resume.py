@@ -72,7 +72,8 @@ def test_kill_9_several_times_then_resume_equals_an_uninterrupted_run(tmp_path):
     raw = [json.loads(line) for line in (tmp_path / "killed" / "raw" / "shard-00000.ndjson").read_text().splitlines()]
     assert max(Counter(r["id"] for r in raw).values()) == 1  # nothing written twice, even in the raw log
     manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text())
-    assert manifest["inputs"] == {"done": SEEDS, "failed": 0, "failure_reasons": {}}
+    assert manifest["inputs"] == {"done": SEEDS, "failed": 0, "skipped": 0, "failure_reasons": {},
+                                  "skip_reasons": {}}
 
 
 def test_one_writer_per_folder_and_one_corpus_per_folder(tmp_path):

@@ -102,8 +102,9 @@ def test_web_source_is_polite_and_keeps_visible_sentences(site, tmp_path):
                                       options=SourceOptions(inputs=[f"{site}/sitemap.xml"], web=web)))
 
     assert summary["inputs"]["failure_reasons"] == {
-        "disallowed by robots.txt": 1, "larger than 20,000 bytes": 1, "timed out after 0.5s": 1,
-        "more than 5 redirects": 1, "HTTP 404": 1}
+        "larger than 20,000 bytes": 1, "timed out after 0.5s": 1, "more than 5 redirects": 1}
+    # permanent outcomes are skipped, not failed: no run can fetch them
+    assert summary["inputs"]["skip_reasons"] == {"disallowed by robots.txt": 1, "HTTP 404": 1}
     assert summary["inputs"]["done"] == 3  # a, b, and the redirect to a
     texts = [r["text"] for r in iter_corpus_records(tmp_path)]
     assert any("red hulls" in t for t in texts) and any("paper lanterns" in t for t in texts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stylecap.metrics import caption_scores, normalize_answer, spice_missing, ve_scores, vqa_accuracy, vqa_scores
+from stylecap.core.metrics import caption_scores, normalize_answer, spice_missing, ve_scores, vqa_accuracy, vqa_scores
 
 
 @pytest.mark.parametrize("raw, normalised", [

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stylecap.core.gap import NoiseAdapter, expected_cosine
+from stylecap.core.model import CloseConfig, build_model, load_model
 from stylecap.errors import ModelError
-from stylecap.gap import NoiseAdapter, expected_cosine
-from stylecap.model import CloseConfig, build_model, load_model
 
 LMS = ["tiny-t5", "tiny-gpt2"]
 

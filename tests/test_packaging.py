@@ -1,8 +1,9 @@
 """The package ships what it needs: every subpackage is listed, data files are installed."""
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +15,7 @@ def test_every_subpackage_is_listed_in_pyproject():
 
 
 def test_style_definitions_and_builtin_models_are_package_data():
-    from stylecap.lms import builtin_lms
+    from stylecap.core.lms import builtin_lms
     from stylecap.paths import asset
 
     assert {"tiny-t5", "tiny-gpt2"} <= set(builtin_lms())

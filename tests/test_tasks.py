@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from stylecap.core.tasks import ReadOptions, get_task, task_names
+from stylecap.core.tasks.vqa import training_targets
 from stylecap.errors import InputError, UsageError
-from stylecap.tasks import ReadOptions, get_task, task_names
-from stylecap.tasks.vqa import training_targets
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
 # Images that exist in a dataset copy; the fixtures also name images that are absent.
@@ -132,7 +132,7 @@ def test_visual_news_records(dataset):
 
 
 def test_large_json_files_stream_through_datasets(dataset, monkeypatch):
-    from stylecap.tasks import textfiles
+    from stylecap.core.tasks import textfiles
 
     small = [read("caption", dataset / "dataset_coco.json", split=None), read("vqa", dataset / "vqa", split="val2014")]
     monkeypatch.setattr(textfiles, "ARROW_THRESHOLD", 0)
@@ -162,7 +162,7 @@ def test_readers_read_a_synthetic_world(tmp_path):
 
 
 def test_examples_hold_each_distinct_value_once():
-    from stylecap.tasks import Example, Examples
+    from stylecap.core.tasks import Example, Examples
 
     # VQA's shape: every question paired with each of its image's captions
     views = [Example(target=f"answer {q % 3}", clip_text=f"caption {c}", image=f"img{q % 7}.jpg",
@@ -184,7 +184,7 @@ def test_examples_hold_each_distinct_value_once():
 def test_a_limit_stops_reading():
     from collections import Counter
 
-    from stylecap.tasks import Example, finish
+    from stylecap.core.tasks import Example, finish
 
     def stream():
         yield from (Example(target=str(i), clip_text=str(i)) for i in range(3))

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from stylecap.core.train import latest_checkpoint
 from stylecap.errors import UsageError
-from stylecap.pipeline import ModelChoices, train_task
-from stylecap.train import TrainOptions, latest_checkpoint
+from stylecap.options import ModelChoices, TrainOptions
+from stylecap.workflows.pipeline import train_task
 
 
 def metrics(run: Path) -> dict[int, float]:

@@ -171,7 +171,7 @@ def test_entailment_files(world, scenes):
         snli = _jsonl(world / "snli" / f"snli_1.0_{name}.jsonl")
         ve = _jsonl(world / "snli_ve" / f"snli_ve_{name}.jsonl")
         assert len(snli) == len(ve) > 0
-        for record, ve_record in zip(snli, ve):
+        for record, ve_record in zip(snli, ve, strict=True):
             assert record["gold_label"] in ("entailment", "neutral", "contradiction")
             assert record["annotator_labels"] == [record["gold_label"]]
             assert ve_record["sentence2"] == record["sentence2"]

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from stylecap.world import build_world, load_scenes
-from stylecap.world.clip import STAT_LABELS, _swapped, clip_stats, check_world, shipped_stats, train_clip
+from stylecap.world.clip import STAT_LABELS, _swapped, check_world, clip_stats, shipped_stats, train_clip
 
 
 def test_shipped_clip_loads_and_matches_its_stats():
-    from stylecap.encoders import load_clip
+    from stylecap.core.encoders import load_clip
 
     encoder = load_clip("world", device="cpu")
     vecs = encoder.encode_texts(["a big red circle", "a small blue square"])
@@ -43,7 +43,7 @@ def test_hard_negatives_swap_colours_between_objects(tmp_path):
 
 
 def test_training_writes_a_loadable_clip(tmp_path):
-    from stylecap.encoders import load_clip
+    from stylecap.core.encoders import load_clip
 
     world = tmp_path / "world"
     build_world(world, seed=3, size="small", splits={"clip": 24, "train": 0, "pairs": 0, "val": 0, "test": 6})
@@ -57,13 +57,9 @@ def test_training_writes_a_loadable_clip(tmp_path):
     assert load_clip(str(out), device="cpu").encode_images([world / "images/test/30.png"]).shape[0] == 1
 
 
-def test_cli_prints_shipped_stats_and_explains_missing_options(capsys):
-    from stylecap.cli import main
-
-    main(["world", "clip", "--stats"])
+def test_cli_prints_shipped_stats_and_explains_missing_options(capsys, cli):
+    assert cli(["world", "clip", "--stats"]) == 0
     printed = capsys.readouterr().out
     assert "R@1 image→text" in printed and "mean text‖" in printed
     assert f"{shipped_stats()[0]['r1_text_to_image']:.3f}" in printed
-    with pytest.raises(SystemExit) as exit_info:
-        main(["world", "clip"])
-    assert exit_info.value.code == 2
+    assert cli(["world", "clip"]) == 2

@@ -1,10 +1,13 @@
-"""The `stylecap` command line: one Typer app; each command module parses options and calls one
-library function. Heavy imports (torch, transformers) happen inside commands so `--help` is fast.
+"""The `stylecap` command line: one Typer app; each command module parses options into the option
+dataclasses (:mod:`stylecap.options`, which own defaults, help and checks), calls one library
+function and prints. The workflow a command runs is imported inside the command, so `--help` does
+not load torch: the one place where the project imports its own modules lazily.
 
 Add a command by adding a module here that defines it on ``app`` and listing it in ``_COMMANDS``.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -24,6 +27,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def option(cls, name: str, *param_decls: str, **kwargs):
+    """A Typer option whose default and help come from field ``name`` of an option dataclass, so they
+    are written once (extra Typer arguments, e.g. ``min=1``, pass through)."""
+    spec = {f.name: f for f in dataclasses.fields(cls)}[name]
+    default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+    flag = spec.metadata.get("flag")
+    decls = param_decls or ((flag,) if flag else ())
+    return typer.Option(default, *decls, help=kwargs.pop("help", spec.metadata.get("help")), **kwargs)
+
 
 # Command modules, imported for their side effect of registering commands on ``app``.
 _COMMANDS = ["train", "caption", "generate", "gap", "world", "evaluate", "bench", "demo"]

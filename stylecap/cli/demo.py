@@ -26,7 +26,7 @@ def _tasks(text: str | None) -> dict:
 def _run(spec) -> None:
     from rich.console import Console
 
-    from stylecap.demo import checks_table, report_table, run_demo
+    from stylecap.experiments.demo import checks_table, report_table, run_demo
 
     report = run_demo(spec)
     console = Console()
@@ -52,7 +52,7 @@ def demo(
 ) -> None:
     """Text-only captioning on the synthetic world, offline: with and without noise, mean shift, an
     image-trained reference and a style voice, scored on held-out test images."""
-    from stylecap.demo import DemoSpec
+    from stylecap.experiments.demo import DemoSpec
 
     given = {"steps": steps} if steps else {}
     _run(DemoSpec(out=out, world=world, seeds=_seeds(seeds), voice=voice, clip=clip, test_limit=test_limit,
@@ -73,7 +73,7 @@ def quality(
 ) -> None:
     """The demo at full size: default world, full step budgets, several seeds, captioning, VQA and
     entailment, target checks."""
-    from stylecap.demo import quality_spec
+    from stylecap.experiments.demo import quality_spec
 
     given = {"steps": steps} if steps else {}
     _run(quality_spec(out, world=world, seeds=_seeds(seeds), voice=voice, clip=clip, test_limit=test_limit,

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from stylecap.cli import app
+from stylecap.errors import PartialRun
 
 
 @app.command("eval")
@@ -27,12 +28,14 @@ def eval_command(
     """Write predictions (JSONL) and metrics (JSON) for a model on a task's data, and print the scores."""
     from rich.console import Console
 
-    from stylecap.errors import EXIT_PARTIAL
-    from stylecap.evaluate import evaluate, metrics_table
+    from stylecap.workflows.evaluate import evaluate, metrics_table
 
     result = evaluate(model, data, input=input, split=split, images=images, captions=captions, out=out, limit=limit,
                       batch_size=batch_size, num_beams=beam, meteor=meteor, progress=not quiet)
     Console().print(metrics_table(result.report))
     typer.echo(f"predictions: {result.predictions}\nmetrics: {result.metrics}")
     if result.incomplete:  # missing or unreadable images: scored without them, counted in the report
-        raise typer.Exit(EXIT_PARTIAL)
+        skipped = result.report["skipped"]
+        raise PartialRun(f"scored without {skipped.get('missing images', 0)} missing and "
+                         f"{skipped.get('unreadable images', 0)} unreadable images", str(result.metrics),
+                         "pass --images DIR, the folder the dataset's image paths are relative to")

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from stylecap.cli import app
+from stylecap.options import parse_noise
 
 gap_app = typer.Typer(help="Measure the image–text gap of a CLIP, fit gap adapters, sweep σ / adapters.",
                       no_args_is_help=True)
@@ -19,7 +20,7 @@ IMAGES_HELP = "Folder the pairs' image paths start from (default: the pairs file
 
 
 def _source(clip: str, pairs: Path, images: Optional[Path], split: Optional[str], limit: Optional[int], quiet: bool):
-    from stylecap.gap_analysis import PairSource
+    from stylecap.workflows.gap_analysis import PairSource
 
     return PairSource(clip=clip, pairs=pairs, images=images, split=split, limit=limit, progress=not quiet)
 
@@ -40,7 +41,7 @@ def fit(
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
     """Fit the gap adapters on image–caption pairs; `stylecap train --adapter KIND --gap OUT` uses them."""
-    from stylecap.gap_analysis import fit_gap
+    from stylecap.workflows.gap_analysis import fit_gap
 
     meta = fit_gap(_source(clip, pairs, images, split, limit, quiet), out, _csv(adapters))
     stats = meta["statistics"]
@@ -64,7 +65,7 @@ def analyze(
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
     """Print and save the gap statistics of a CLIP on pairs, with PCA, correlation and projection plots."""
-    from stylecap.gap_analysis import analyze_gap
+    from stylecap.workflows.gap_analysis import analyze_gap
 
     report = analyze_gap(_source(clip, pairs, images, split, limit, quiet), out, noise)
     typer.echo(json.dumps({"statistics": report["statistics"], "noise": report["noise"],
@@ -100,8 +101,7 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
     """Train the same text-only captioner per σ / adapter and tabulate held-out image CIDEr."""
-    from stylecap.gap import parse_noise
-    from stylecap.gap_sweep import SweepSpec, format_table, run_sweep
+    from stylecap.experiments.sweep import SweepSpec, format_table, run_sweep
 
     spec = SweepSpec(clip=clip, lm=lm, train=train, test=test, pairs=pairs, images=images, train_split=train_split,
                      test_split=test_split, pairs_split=pairs_split, sigmas=[parse_noise(s) for s in _csv(sigmas)],

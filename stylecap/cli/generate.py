@@ -8,14 +8,15 @@ import typer
 
 from stylecap.cli import app, err_console
 from stylecap.cli.bench import bench_app
-from stylecap.errors import EXIT_PARTIAL, StylecapError
+from stylecap.errors import PartialRun, StylecapError
 
 
+def _escape_for_terminal(exc: StylecapError) -> None:
+    """Paths and URLs in an error come from file names, URL lists and web pages: their control
+    characters must reach the terminal as visible escapes, not as escape sequences it obeys."""
+    from stylecap.generate.text import printable
 
-class PartialRun(StylecapError):
-    """The run finished, but some inputs failed (each is recorded; the next run retries them)."""
-
-    exit_code = EXIT_PARTIAL
+    exc.what, exc.where, exc.fix = (part and printable(part) for part in (exc.what, exc.where, exc.fix))
 
 
 corpus_app = typer.Typer(help="Inspect style corpora.", no_args_is_help=True)
@@ -33,10 +34,19 @@ def generate_command(
     prompt: Optional[Path] = typer.Option(None, help="Prompt template replacing the style's"),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N inputs"),
     samples: int = typer.Option(1, min=1, help="LLM requests per seed or subject"),
-    model: str = typer.Option("gpt-4o-mini", help="Chat model name"),
+    provider: str = typer.Option("openai", help="openai: any OpenAI-compatible server; local: a transformers "
+                                 "model generating in this process (--model FOLDER, batches of --concurrency)"),
+    model: str = typer.Option("gpt-4o-mini", help="Chat model name; with --provider local a transformers "
+                              "folder, model hub name or built-in tiny LM (tiny-gpt2)"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server, e.g. "
-                                           "http://localhost:8000/v1 (default: $OPENAI_BASE_URL or OpenAI)"),
-    concurrency: int = typer.Option(16, min=1, help="Requests (or pages) in flight"),
+                                           "http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else OpenAI "
+                                           "with $OPENAI_API_KEY)"),
+    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the key for the "
+                                              "server (OPENAI_API_KEY goes only to api.openai.com unasked)"),
+    api_key: Optional[str] = typer.Option(None, help="Key for the server (visible to other users in the "
+                                          "process list: prefer --api-key-env)"),
+    concurrency: int = typer.Option(16, min=1, help="Requests (or pages) in flight; prompts per batch "
+                                    "with --provider local"),
     rpm: Optional[float] = typer.Option(None, help="Request limit per minute"),
     tpm: Optional[float] = typer.Option(None, help="Token limit per minute (prompt + max reply)"),
     max_tokens: int = typer.Option(64, min=1, help="Reply length limit"),
@@ -62,16 +72,22 @@ def generate_command(
     from stylecap.generate import GenerateConfig, LLMSettings, SourceOptions, WebSettings, generate
     from stylecap.generate.report import show_estimate, show_summary
 
-    llm = LLMSettings(model=model, base_url=base_url, concurrency=concurrency, requests_per_minute=rpm,
+    llm = LLMSettings(model=model, base_url=base_url, api_key=api_key, api_key_env=api_key_env,
+                      concurrency=concurrency, requests_per_minute=rpm,
                       tokens_per_minute=tpm, max_tokens=max_tokens, temperature=temperature,
                       timeout=timeout, max_attempts=max_attempts, backoff=backoff, retry_budget=retry_budget,
                       price_in=price_in, price_out=price_out)
     web = WebSettings(timeout=timeout, max_bytes=max_bytes, per_host_rate=per_host_rate, concurrency=concurrency)
     options = SourceOptions(inputs=input, subjects=subject, samples=samples, text_column=text_column,
                             rating_column=rating_column, min_rating=min_rating, characters=characters,
-                            llm=llm, web=web)
-    result = generate(GenerateConfig(style=style, source=source, out=out, prompt=prompt, limit=limit,
-                                     dry_run=dry_run, progress=progress, options=options))
+                            llm=llm, provider=provider, web=web,
+                            notify=lambda line: err_console.print(line, markup=False))
+    try:
+        result = generate(GenerateConfig(style=style, source=source, out=out, prompt=prompt, limit=limit,
+                                         dry_run=dry_run, progress=progress, options=options))
+    except StylecapError as exc:
+        _escape_for_terminal(exc)
+        raise
     if dry_run:
         show_estimate(result, err_console)
         return
@@ -110,12 +126,8 @@ def bench_generate_command(
     out: Path = typer.Option(Path("runs/bench/generate.json"), help="JSON report"),
 ) -> None:
     """Concurrent generator vs the paper's sequential loop against a loopback server."""
-    from rich.console import Console
+    from stylecap.experiments.generate_speed import bench_generate
 
-    from stylecap.generate.bench import bench_generate
-    from stylecap.generate.report import show_bench
-
-    report = bench_generate(requests=requests, concurrency=concurrency, latency=latency,
-                            sequential_requests=sequential_requests, out=out)
-    show_bench(report, Console())
-    Console().print(f"report: {out}")
+    bench_generate(requests=requests, concurrency=concurrency, latency=latency,
+                   sequential_requests=sequential_requests, out=out)
+    typer.echo(f"report: {out}")

@@ -1,17 +1,32 @@
-"""Books: plain text or EPUB, reduced to the story itself (no licence, title page or contents)."""
+"""Books: plain text or EPUB, reduced to the story itself (no licence, title page or contents).
+
+An EPUB is a zip file from anywhere: it is read with caps on what it may unpack (a zip bomb is
+refused from its declared sizes, before anything is unpacked) and every way it can be broken
+becomes a BadBook with the reason, never a traceback."""
 from __future__ import annotations
 
 import io
 import posixpath
 import re
+import struct
 import zipfile
+import zlib
 from html.parser import HTMLParser
+from urllib.parse import unquote
 from xml.etree import ElementTree
 
 _LICENCE_START = re.compile(r"^\*{3}\s*START OF (?:THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 _LICENCE_END = re.compile(r"^\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 _HEADING = re.compile(r"^[ \t]*(?:chapter|book|part|prologue)\b[^\n]{0,60}$", re.M | re.I)
 _PROSE = 500  # characters of text after a heading that make it the start of the story
+# The longest novels are a few MB of XHTML; these leave a wide margin and still stop a zip bomb.
+MAX_MEMBER_BYTES = 16 << 20  # one file inside an EPUB, unpacked
+MAX_BOOK_BYTES = 64 << 20  # everything read from one EPUB, unpacked
+_CONTAINER = "META-INF/container.xml"
+
+
+class BadBook(Exception):
+    """A book file that cannot be read (the message says why: damaged, malformed, too large)."""
 
 
 def book_text(data: bytes) -> str:
@@ -45,16 +60,79 @@ def without_headings(text: str) -> str:
 
 
 def _epub_text(data: bytes) -> str:
-    with zipfile.ZipFile(io.BytesIO(data)) as book:
-        container = ElementTree.fromstring(book.read("META-INF/container.xml"))
-        opf_path = next(e.get("full-path") for e in container.iter() if e.tag.endswith("rootfile"))
-        opf = ElementTree.fromstring(book.read(opf_path))
-        hrefs = {e.get("id"): e.get("href") for e in opf.iter() if e.tag.endswith("}item")}
-        order = [e.get("idref") for e in opf.iter() if e.tag.endswith("itemref")]
-        folder = posixpath.dirname(opf_path)
-        chapters = [book.read(posixpath.join(folder, hrefs[i])).decode("utf-8", "replace")
-                    for i in order if i in hrefs]
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as book:
+            chapters = _Epub(book).chapters()
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, struct.error, NotImplementedError,
+            RuntimeError) as exc:
+        # truncated or corrupt archive, bad CRC or offsets, unknown compression, encrypted member
+        raise BadBook(f"damaged EPUB ({_first_line(exc)})") from None
     return "\n\n".join(html_text(chapter) for chapter in chapters)
+
+
+class _Epub:
+    """The chapters of an open EPUB in reading order (container.xml → OPF → spine), with every
+    unpacked byte counted against the caps."""
+
+    def __init__(self, book: zipfile.ZipFile):
+        self.book, self.read_so_far = book, 0
+
+    def chapters(self) -> list[str]:
+        container = self._xml(_CONTAINER)
+        opf_path = next((e.get("full-path") for e in container.iter() if e.tag.endswith("rootfile")), None)
+        if not opf_path:
+            raise BadBook(f"damaged EPUB ({_CONTAINER} names no package file)")
+        opf = self._xml(opf_path)
+        folder = posixpath.dirname(opf_path)
+        hrefs = {e.get("id"): e.get("href") for e in opf.iter() if e.tag.endswith("}item") and e.get("href")}
+        spine = [_member_path(folder, hrefs[e.get("idref")]) for e in opf.iter()
+                 if e.tag.endswith("itemref") and e.get("idref") in hrefs]
+        self._check_sizes(spine)  # before unpacking any chapter
+        return [self._read(path).decode("utf-8", "replace") for path in spine]
+
+    def _xml(self, path: str) -> ElementTree.Element:
+        try:
+            return ElementTree.fromstring(self._read(path))
+        except ElementTree.ParseError as exc:  # expat also refuses entity-expansion ('billion laughs') bombs
+            raise BadBook(f"broken XML in {path} ({exc})") from None
+
+    def _check_sizes(self, paths: list[str]) -> None:
+        """Refuse a book from the sizes its zip directory declares, before unpacking it."""
+        total = self.read_so_far
+        for path in paths:
+            total += self._info(path).file_size
+            if total > MAX_BOOK_BYTES:
+                raise BadBook(f"EPUB unpacks to more than {MAX_BOOK_BYTES:,} bytes (a zip bomb?)")
+
+    def _read(self, path: str) -> bytes:
+        """One member, never more than the caps allow: its declared size is checked first, and the
+        read itself stops at the cap whatever the declaration said."""
+        info = self._info(path)
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise BadBook(f"{path} unpacks to {info.file_size:,} bytes, more than {MAX_MEMBER_BYTES:,} "
+                          "(a zip bomb?)")
+        room = min(MAX_MEMBER_BYTES, MAX_BOOK_BYTES - self.read_so_far)
+        with self.book.open(info) as member:
+            data = member.read(room + 1)
+        if len(data) > room:
+            raise BadBook(f"EPUB unpacks to more than {MAX_BOOK_BYTES:,} bytes (a zip bomb?)")
+        self.read_so_far += len(data)
+        return data
+
+    def _info(self, path: str) -> zipfile.ZipInfo:
+        try:
+            return self.book.getinfo(path)
+        except KeyError:
+            raise BadBook(f"malformed EPUB ({path} is missing)") from None
+
+
+def _member_path(folder: str, href: str) -> str:
+    """The zip member an OPF href names: relative to the OPF's folder, %-escapes decoded, no anchor."""
+    return posixpath.normpath(posixpath.join(folder, unquote(href.split("#", 1)[0])))
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0]
 
 
 def html_text(html: str) -> str:

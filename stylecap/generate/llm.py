@@ -28,12 +28,21 @@ LIST_PRICES = {
     "gpt-3.5-turbo": (0.50, 1.50),
 }
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+OPENAI_URL = "https://api.openai.com/v1"
+# Sent instead of a key to servers that were given none: local servers (vLLM, Ollama, llama.cpp)
+# ignore it, and the openai client would otherwise fill the gap from OPENAI_API_KEY.
+NO_KEY = "no-key"
+NO_LLM = ("no LLM to ask: pass --base-url URL (any OpenAI-compatible server), set OPENAI_BASE_URL, "
+          "or set OPENAI_API_KEY to use OpenAI; or build from text without an LLM: "
+          "--source books, web or reviews")
 
 
 @dataclasses.dataclass
 class LLMSettings:
     model: str = "gpt-4o-mini"
     base_url: str | None = None  # None: $OPENAI_BASE_URL, else OpenAI itself
+    api_key: str | None = None  # sent to whatever server base_url names
+    api_key_env: str | None = None  # the environment variable holding the key for base_url
     concurrency: int = 16
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
@@ -47,7 +56,55 @@ class LLMSettings:
     price_out: float | None = None
 
     def resolved_base_url(self) -> str | None:
-        return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        """The server to ask, in lookup order: --base-url, $OPENAI_BASE_URL, else None (OpenAI)."""
+        named_by = "--base-url" if self.base_url else "OPENAI_BASE_URL"
+        url = self.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        if url is not None:
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 - parsing the port is the check
+            except ValueError:
+                parts = None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                raise UsageError(f"{named_by} is not an http(s) URL",
+                                 fix="give a server address such as http://localhost:8000/v1")
+        return url
+
+    def is_openai(self) -> bool:
+        """Whether the server is OpenAI's own API (https on the default port), the only server
+        OPENAI_API_KEY is sent to unasked."""
+        url = self.resolved_base_url()
+        if url is None:
+            return True
+        parts = urlsplit(url)
+        return parts.scheme == "https" and parts.hostname == "api.openai.com" and parts.port in (None, 443)
+
+    def endpoint(self) -> tuple[str, str | None]:
+        """(base URL, API key or None) for this run; UsageError when there is nothing to ask.
+
+        A key goes only where the user sent it: --api-key or --api-key-env to any server, and
+        OPENAI_API_KEY to OpenAI itself. A local or third-party server never sees OPENAI_API_KEY
+        unless asked, so a key meant for OpenAI is not handed to whoever runs that server."""
+        if self.api_key and self.api_key_env:
+            raise UsageError("--api-key and --api-key-env both given", fix="pass only one of them")
+        url = self.resolved_base_url()
+        if self.api_key:
+            return url or OPENAI_URL, self.api_key
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise UsageError(f"environment variable {self.api_key_env} is not set or empty "
+                                 "(named by --api-key-env)", fix=f"export {self.api_key_env}=... first")
+            return url or OPENAI_URL, key
+        if not self.is_openai():
+            return url, None
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if url is None:
+                raise UsageError(NO_LLM)
+            raise UsageError("OPENAI_API_KEY is not set", self.public_base_url(),
+                             "export OPENAI_API_KEY=... (it is never written anywhere)")
+        return url or OPENAI_URL, key
 
     def is_local(self) -> bool:
         url = self.resolved_base_url()
@@ -72,6 +129,12 @@ class ItemFailed(Exception):
     """This input could not be done in this run (the reason is recorded; the next run retries it)."""
 
 
+class ItemSkipped(ItemFailed):
+    """This input can never give sentences, however often it is tried (a page robots.txt forbids,
+    HTTP 404 or 410, an empty or unreadable book): it is recorded as skipped with the reason, and
+    neither retried nor counted as a failure."""
+
+
 def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)  # about four characters per token for English
 
@@ -81,7 +144,11 @@ class LLM:
         import openai
 
         self.settings, self.tally, self.retries_left = settings, tally, retry_budget
-        self.client = openai.AsyncOpenAI(api_key=_api_key(settings), base_url=settings.resolved_base_url(),
+        base_url, key = settings.endpoint()
+        self.sends_key = key is not None
+        # Everything the client could take from the environment is passed explicitly: it must not
+        # fall back on OPENAI_API_KEY or OPENAI_BASE_URL behind our back.
+        self.client = openai.AsyncOpenAI(api_key=key or NO_KEY, base_url=base_url,
                                          timeout=settings.timeout, max_retries=0)
         self.requests = Pacer(settings.requests_per_minute and settings.requests_per_minute / 60)
         self.tokens = Pacer(settings.tokens_per_minute and settings.tokens_per_minute / 60)
@@ -104,8 +171,19 @@ class LLM:
             else:
                 return self._text(response)
             if attempt >= self.settings.max_attempts:
-                raise ItemFailed(f"{kind} after {attempt} attempts")
+                raise self._exhausted(kind, attempt)
             await self._before_retry(kind, attempt, retry_after)
+
+    def _exhausted(self, kind: str, attempts: int) -> Exception:
+        """What an input's last failed attempt means. A server that cannot be reached is down, not
+        troubled by this input: that stops the run (exit 5) however many inputs are left, as a
+        spent retry budget does. Other failures (a timeout, a 500) may belong to this one prompt,
+        so only this input fails and the run goes on."""
+        if kind == "connection error":
+            return ServiceError(f"the LLM server is not answering ({kind} after {attempts} attempts)",
+                                self.settings.public_base_url(),
+                                "check that it runs and --base-url, then run the same command again to resume")
+        return ItemFailed(f"{kind} after {attempts} attempts")
 
     def _classify(self, exc: Exception) -> tuple[str, float | None]:
         """(kind, Retry-After) for a failure worth retrying; raises for the others."""
@@ -120,8 +198,7 @@ class LLM:
             if status == 429 or status >= 500 or status in (408, 409):
                 return f"HTTP {status}", parse_retry_after(exc.response.headers)
             if status in (401, 403):
-                raise ServiceError(f"the LLM server refused the API key (HTTP {status})",
-                                   self.settings.public_base_url(), "check OPENAI_API_KEY") from None
+                raise self._refused(status) from None
             if status == 404:
                 raise ServiceError(f"model {self.settings.model!r} or its endpoint was not found (HTTP 404)",
                                    self.settings.public_base_url(), "check --model and --base-url") from None
@@ -129,6 +206,16 @@ class LLM:
         if isinstance(exc, ValueError):  # the body was not JSON
             raise ItemFailed("malformed response") from None
         raise exc
+
+    def _refused(self, status: int) -> ServiceError:
+        where = self.settings.public_base_url()
+        if not self.sends_key:
+            return ServiceError(f"the LLM server wants an API key (HTTP {status})", where,
+                                "pass --api-key-env NAME (the variable holding its key); "
+                                "OPENAI_API_KEY is sent only to api.openai.com unless you ask")
+        source = (f"${self.settings.api_key_env}" if self.settings.api_key_env
+                  else "--api-key" if self.settings.api_key else "$OPENAI_API_KEY")
+        return ServiceError(f"the LLM server refused the API key (HTTP {status})", where, f"check {source}")
 
     async def _before_retry(self, kind: str, attempt: int, retry_after: float | None) -> None:
         if self.retries_left <= 0:
@@ -159,16 +246,6 @@ class LLM:
     async def aclose(self) -> None:
         await self.client.close()
 
-
-def _api_key(settings: LLMSettings) -> str:
-    key = os.environ.get("OPENAI_API_KEY")
-    if key:
-        return key
-    if settings.resolved_base_url() is None or "api.openai.com" in (settings.resolved_base_url() or ""):
-        raise UsageError("OPENAI_API_KEY is not set",
-                         fix="export OPENAI_API_KEY=... (it is never written anywhere), "
-                             "or pass --base-url for a local OpenAI-compatible server")
-    return "no-key"  # local servers (vLLM, Ollama, llama.cpp) usually ignore the key
 
 
 def clean_reply(reply: str, label: str | None = None) -> list[str]:

@@ -9,6 +9,10 @@ inputs produce the same corpus. Faults are injected by request number (1-based, 
     timeout  the reply never comes (the client's timeout fires)
     badjson  a 200 whose body is not JSON
     empty    a 200 with an empty ``choices`` list
+    401      the server wants an API key
+
+Every request as it arrived on the wire (head and body) is kept in ``received``, so tests can see
+what a client sent, such as which key.
 
 Run it alone with ``python -m stylecap.generate.loopback --latency 0.2``; it prints its base URL.
 """
@@ -54,6 +58,7 @@ class LoopbackLLM:
         self.latency, self.faults, self.retry_after = latency, dict(faults or {}), retry_after
         self.port = port
         self.requests = 0  # chat-completion requests received, faulty ones included
+        self.received: list[bytes] = []  # every request's bytes, in arrival order
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -99,7 +104,9 @@ class LoopbackLLM:
                 request = await _read_request(reader)
                 if request is None:
                     break
-                status, headers, body = await self._answer(*request)
+                method, path, body, raw = request
+                self.received.append(raw)
+                status, headers, body = await self._answer(method, path, body)
                 _write_response(writer, status, headers, body)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
@@ -118,6 +125,8 @@ class LoopbackLLM:
         if fault == "429":
             return 429, {"Retry-After": f"{self.retry_after:g}"}, _json(
                 {"error": {"message": "rate limited", "type": "rate_limit_error"}})
+        if fault == "401":
+            return 401, {}, _json({"error": {"message": "missing API key", "type": "invalid_request_error"}})
         if fault == "500":
             return 500, {}, _json({"error": {"message": "internal error"}})
         if fault == "badjson":
@@ -135,7 +144,8 @@ class LoopbackLLM:
         })
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] | None:
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes, bytes] | None:
+    """(method, path, body, the request's raw bytes), or None once the client has hung up."""
     head = await reader.readuntil(b"\r\n\r\n") if not reader.at_eof() else b""
     if not head:
         return None
@@ -143,7 +153,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] 
     method, path, _ = lines[0].split(" ", 2)
     headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
     body = await reader.readexactly(int(headers.get("content-length", 0)))
-    return method, path, body
+    return method, path, body, head + body
 
 
 def _write_response(writer: asyncio.StreamWriter, status: int, headers: dict, body: bytes) -> None:

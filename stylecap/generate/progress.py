@@ -12,6 +12,7 @@ class Tally:
     total: int = 0  # inputs to process in this run
     done: int = 0
     failed: int = 0
+    skipped: int = 0  # inputs that can never give sentences (see ItemSkipped)
     retried: int = 0
     requests: int = 0  # HTTP requests sent, retries included
     tokens_in: int = 0
@@ -19,6 +20,7 @@ class Tally:
     records: int = 0  # sentences accepted into the raw corpus
     price: tuple[float, float] | None = None  # dollars per million prompt / completion tokens
     failures: Counter = dataclasses.field(default_factory=Counter)  # reason -> inputs
+    skips: Counter = dataclasses.field(default_factory=Counter)  # reason -> inputs
     rejected: Counter = dataclasses.field(default_factory=Counter)  # reason -> sentences
     started: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -35,7 +37,8 @@ class Tally:
     def line(self) -> str:
         rate = self.requests / max(self.seconds, 1e-9)
         cost = "cost unknown" if self.cost is None else f"${self.cost:.4f}"
-        return (f"done {self.done}/{self.total} · failed {self.failed} · retried {self.retried} · "
+        return (f"done {self.done}/{self.total} · skipped {self.skipped} · failed {self.failed} · "
+                f"retried {self.retried} · "
                 f"{rate:.1f} req/s · {self.tokens_in + self.tokens_out:,} tokens · {cost}")
 
 
@@ -59,4 +62,4 @@ def live(tally: Tally, enabled: bool = True):
     with Progress(BarColumn(), TallyColumn(), TimeElapsedColumn(), console=console,
                   refresh_per_second=4) as progress:
         task = progress.add_task("generate", total=tally.total)
-        yield lambda: progress.update(task, completed=tally.done + tally.failed)
+        yield lambda: progress.update(task, completed=tally.done + tally.skipped + tally.failed)

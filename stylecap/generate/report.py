@@ -3,14 +3,17 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from stylecap.generate.text import printable
 
 
 def _table(title: str, rows: list[tuple[str, object]]) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=Text(printable(title)), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    for name, value in rows:
-        table.add_row(name, "" if value is None else str(value))
+    for name, value in rows:  # plain Text: a path or reason is shown as is, never read as markup
+        table.add_row(Text(printable(name)), Text("" if value is None else printable(str(value))))
     return table
 
 
@@ -21,13 +24,16 @@ def _money(value: float | None) -> str:
 def show_summary(summary: dict, console: Console) -> None:
     run = summary["this_run"]
     rows = [("corpus", f"{summary['records']:,} records in {summary['out']}"),
-            ("inputs", f"{summary['inputs']['done']:,} done, {summary['inputs']['failed']:,} failed"),
-            ("this run", f"{run['done']:,} done, {run['failed']:,} failed, {run['retried']:,} retried "
+            ("inputs", f"{summary['inputs']['done']:,} done, {summary['inputs']['skipped']:,} skipped, "
+                       f"{summary['inputs']['failed']:,} failed"),
+            ("this run", f"{run['done']:,} done, {run['skipped']:,} skipped, {run['failed']:,} failed, "
+                         f"{run['retried']:,} retried "
                          f"in {run['seconds']}s"),
             ("requests", f"{run['requests']:,} ({run['requests_per_second']} req/s)"),
             ("tokens", f"{run['prompt_tokens']:,} prompt + {run['completion_tokens']:,} completion"),
             ("cost", _money(run["cost"]))]
     rows += [(f"failed: {reason}", n) for reason, n in summary["inputs"]["failure_reasons"].items()]
+    rows += [(f"skipped: {reason}", n) for reason, n in summary["inputs"]["skip_reasons"].items()]
     rows += [(f"rejected: {reason}", n) for reason, n in run["rejected"].items()]
     rows += [(f"dropped: {reason}", n) for reason, n in summary["dropped"].items()]
     console.print(_table(f"stylecap generate: {summary['style']} from {summary['source']}", rows))
@@ -50,15 +56,3 @@ def show_stats(stats: dict, console: Console) -> None:
     rows += [(f"top {name}", "; ".join(f"{gram} ({n})" for gram, n in grams[:5]))
              for name, grams in stats["top_ngrams"].items()]
     console.print(_table(f"corpus {stats['folder']}", rows))
-
-
-def show_bench(report: dict, console: Console) -> None:
-    table = Table(title=f"bench generate: {report['latency_seconds'] * 1000:.0f} ms per request",
-                  title_justify="left")
-    for column in ("loop", "requests", "seconds", "requests/s"):
-        table.add_column(column)
-    for name, label in (("sequential", "sequential (paper)"), ("concurrent", f"concurrent x{report['concurrency']}")):
-        part = report[name]
-        table.add_row(label, str(part["requests"]), str(part["seconds"]), str(part["requests_per_second"]))
-    console.print(table)
-    console.print(f"ratio: {report['ratio']}x")

@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 
 from stylecap.errors import ServiceError, UsageError
-from stylecap.generate.filters import corpus_pass, reject_reason
-from stylecap.generate.llm import ItemFailed
+from stylecap.generate.filters import reject_reason
+from stylecap.generate.judge import judge_corpus
+from stylecap.generate.llm import ItemFailed, ItemSkipped
 from stylecap.generate.progress import Tally, live
 from stylecap.generate.sources import SOURCES, Found, Item, SourceOptions
 from stylecap.generate.store import CorpusStore, finished_inputs
-from stylecap.generate.styles import SOURCES as SOURCE_NAMES, Style, load_style
+from stylecap.generate.styles import SOURCES as SOURCE_NAMES
+from stylecap.generate.styles import Style, load_style
 
 
 @dataclasses.dataclass
@@ -89,6 +91,10 @@ async def _work(pending: list[Item], source, store: CorpusStore, style: Style, s
                 return
             try:
                 found = await source.produce(item)
+            except ItemSkipped as exc:  # permanent: recorded as finished, never retried
+                store.commit(item.key, [], skipped=str(exc))
+                tally.skipped += 1
+                tally.skips[str(exc)] += 1
             except ItemFailed as exc:
                 store.commit(item.key, [], failure=str(exc))
                 tally.failed += 1
@@ -132,28 +138,37 @@ def record_id(style: str, key: str, index: int) -> str:
 
 
 def _finish(store: CorpusStore, config: GenerateConfig, style: Style, source_name: str, tally: Tally) -> dict:
-    raw = list(store.raw_records())
-    records, dropped = corpus_pass(raw, style.filters)
+    judged = judge_corpus(store, style.filters)  # only the raw records no earlier run judged
     settings = {"prompt": style.prompt_id} if source_name == "llm" else {}
     if source_name == "llm":
         llm = config.options.llm
-        settings.update(model=llm.model, base_url=llm.public_base_url(), max_tokens=llm.max_tokens,
+        local = config.options.provider == "local"  # no server: the model ran in this process
+        settings.update(provider=config.options.provider, model=llm.model,
+                        **({} if local else {"base_url": llm.public_base_url()}), max_tokens=llm.max_tokens,
                         temperature=llm.temperature, samples=config.options.samples)
     failures: dict[str, int] = {}
     for reason in store.failed.values():
         failures[reason] = failures.get(reason, 0) + 1
+    skips: dict[str, int] = {}
+    for reason in store.skipped.values():
+        skips[reason] = skips.get(reason, 0) + 1
     summary = {
         "style": style.name, "source": source_name, "settings": settings,
-        "inputs": {"done": len(store.done), "failed": len(store.failed), "failure_reasons": failures},
-        "raw_records": len(raw), "dropped": dict(dropped),
+        "inputs": {"done": len(store.done) - len(store.skipped), "failed": len(store.failed),
+                   "skipped": len(store.skipped), "failure_reasons": failures, "skip_reasons": skips},
+        "raw_records": judged.raw_records, "dropped": judged.dropped,
         "this_run": {
-            "inputs": tally.total, "done": tally.done, "failed": tally.failed, "retried": tally.retried,
+            "inputs": tally.total, "done": tally.done, "failed": tally.failed, "skipped": tally.skipped,
+            "retried": tally.retried,
             "requests": tally.requests, "seconds": round(tally.seconds, 2),
             "requests_per_second": round(tally.requests / max(tally.seconds, 1e-9), 2),
             "prompt_tokens": tally.tokens_in, "completion_tokens": tally.tokens_out,
             "cost": None if tally.cost is None else round(tally.cost, 6),
             "records": tally.records, "rejected": dict(tally.rejected),
+            "corpus_pass": {"judged": judged.judged_now, "seconds": judged.seconds,
+                            "judged_anew": judged.rejudged},
         },
+        "shards": judged.shards, "records": judged.records,
     }
-    store.write_corpus(records, summary)
-    return {**summary, "records": len(records), "out": str(store.folder)}
+    store.write_manifest(summary)
+    return {**summary, "out": str(store.folder)}

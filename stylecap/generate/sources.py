@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from stylecap.errors import UsageError
-from stylecap.generate.books import book_text, story_span, without_headings
-from stylecap.generate.llm import LLM, ItemFailed, LLMSettings, clean_reply, estimate_tokens
+from stylecap.generate.books import BadBook, book_text, story_span, without_headings
+from stylecap.generate.llm import LLM, ItemFailed, ItemSkipped, LLMSettings, clean_reply, estimate_tokens
+from stylecap.generate.local import LocalLM, check_local_model
 from stylecap.generate.progress import Tally
+from stylecap.generate.seeds import builtin_seeds, seed_set_name
 from stylecap.generate.styles import Style
 from stylecap.generate.tables import existing_file, load_table, read_captions, read_lines, require_columns
 from stylecap.generate.text import frequent_names, name_pattern, split_sentences
-from stylecap.generate.web import Fetcher, WebSettings, page_text, sitemap_urls
+from stylecap.generate.web import Fetcher, WebSettings, normalize_url, page_text, sitemap_urls
 
 REVIEW_ROWS = 1000  # reviews per item: a resumed run redoes at most this many
 TEXT_COLUMNS = ("review", "text", "reviewText", "review_text", "body", "content")
 RATING_COLUMNS = ("rating", "stars", "overall", "score")
+PROVIDERS = ("openai", "local")  # any OpenAI-compatible server; a transformers model in this process
 
 
 @dataclasses.dataclass
@@ -31,7 +35,9 @@ class SourceOptions:
     min_rating: float | None = None
     characters: list[str] = dataclasses.field(default_factory=list)
     llm: LLMSettings = dataclasses.field(default_factory=LLMSettings)
+    provider: str = "openai"  # who answers the llm source's prompts (PROVIDERS)
     web: WebSettings = dataclasses.field(default_factory=WebSettings)
+    notify: Callable[[str], None] | None = None  # told when a default stands in for a missing input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,14 +62,26 @@ class LLMSource:
 
     def __init__(self, style: Style, options: SourceOptions, tally: Tally):
         self.style, self.options, self.tally = style, options, tally
-        self.concurrency = options.llm.concurrency
+        if options.provider not in PROVIDERS:
+            raise UsageError(f"unknown provider {options.provider!r}",
+                             fix="use openai (any OpenAI-compatible server) or local (a transformers model)")
+        self.local = options.provider == "local"
+        if self.local:
+            if options.llm.base_url:
+                raise UsageError("--base-url names a server, but --provider local runs the model here",
+                                 fix="drop --base-url, or use --provider openai")
+            check_local_model(options.llm.model)
+        # A local model takes --concurrency prompts per batch; twice as many workers keep the next
+        # batch filled while one generates.
+        self.concurrency = options.llm.concurrency * (2 if self.local else 1)
         self.llm: LLM | None = None
 
     async def items(self) -> list[Item]:
-        if not self.options.inputs and not self.options.subjects:
-            what = "a caption file (--input)" if self.style.mode == "rewrite" else "subjects (--input FILE or --subject)"
-            raise UsageError(f"style {self.style.name} needs {what}")
         inputs = []
+        if not self.options.inputs and not self.options.subjects:
+            if self.style.mode != "rewrite":
+                raise UsageError(f"style {self.style.name} needs subjects (--input FILE or --subject)")
+            inputs = self._builtin_seeds()
         for path in self.options.inputs:
             read = read_captions(path, self.options.text_column) if self.style.mode == "rewrite" else read_lines(path)
             inputs += [(f"{Path(path).name}:{number}", text) for number, text in read]
@@ -73,14 +91,27 @@ class LLMSource:
         return [Item(f"{kind}:{name}" + (f"#{k}" if samples > 1 else ""), (name, text, k))
                 for name, text in inputs for k in range(samples)]
 
+    def _builtin_seeds(self) -> list[tuple[str, str]]:
+        """With no --input, a rewrite style rewrites the built-in everyday-scene captions."""
+        seeds = builtin_seeds()
+        if self.options.notify:
+            self.options.notify(f"no --input: rewriting the {len(seeds):,} built-in everyday-scene captions "
+                                f"({seed_set_name()}); pass --input FILE to rewrite your own")
+        return seeds
+
     def open(self, retry_budget: int) -> None:
-        self.llm = LLM(self.options.llm, self.tally, retry_budget)
+        if self.local:
+            self.tally.price = (0.0, 0.0)  # it runs here: nothing to pay per token
+            self.llm = LocalLM(self.options.llm, self.tally)
+        else:
+            self.llm = LLM(self.options.llm, self.tally, retry_budget)
 
     async def produce(self, item: Item) -> list[Found]:
         name, text, sample = item.payload
         reply = await self.llm.complete(self.style.render(text), sample)
         rewrite = self.style.mode == "rewrite"
         provenance = {"prompt": self.style.prompt_id, "model": self.options.llm.model,
+                      "provider": self.options.provider,
                       **({"seed_id": name, "seed": text} if rewrite else {"subject": text})}
         names = name_pattern([text]) if self.style.filters.characters and not rewrite else None
         return [Found(caption, provenance, seed=text if rewrite else None, names=names)
@@ -90,7 +121,7 @@ class LLMSource:
         """Tokens and cost before starting: prompts as sent, replies at their maximum length."""
         prompt_tokens = sum(estimate_tokens(self.style.render(item.payload[1])) for item in items)
         completion_tokens = len(items) * self.options.llm.max_tokens
-        price = self.options.llm.price()
+        price = (0.0, 0.0) if self.local else self.options.llm.price()
         cost = None if price is None else (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
         return {"requests": len(items), "prompt_tokens": prompt_tokens,
                 "max_completion_tokens": completion_tokens, "max_cost": cost}
@@ -147,8 +178,13 @@ class BooksSource(_FoundTextSource):
 
     async def produce(self, item: Item) -> list[Found]:
         (where,) = item.payload
-        data = (await self.fetch(where)).body if _is_url(where) else Path(where).read_bytes()
-        text = book_text(data)
+        data = (await self.fetch(where)).body if _is_url(where) else _read_book(where)
+        try:
+            text = book_text(data)
+        except BadBook as exc:  # the file is what it is: reading it again gives the same
+            raise ItemSkipped(str(exc)) from None
+        if not text.strip():
+            raise ItemSkipped("empty book")
         start, end = story_span(text)
         found = self.found(without_headings(text[start:end]), {"file": where}, min_name_count=5)
         for candidate in found:
@@ -171,7 +207,7 @@ class WebSource(_FoundTextSource):
                 urls.append(entry)
             else:
                 urls += [line for _, line in read_lines(entry) if not line.startswith("#")]
-        return [Item(f"url:{url}", (url,)) for url in dict.fromkeys(urls)]
+        return [Item(f"url:{url}", (url,)) for url in dict.fromkeys(map(_normal_or_as_is, urls))]
 
     async def _sitemap(self, url: str, depth: int = 0) -> list[str]:
         if self.fetcher is None:
@@ -227,7 +263,7 @@ class ReviewsSource(_FoundTextSource):
         rows = table[start:start + REVIEW_ROWS]
         ratings = rows[rating_column] if rating_column else [None] * len(rows[text_column])
         found = []
-        for row, (review, rating) in enumerate(zip(rows[text_column], ratings), start):
+        for row, (review, rating) in enumerate(zip(rows[text_column], ratings, strict=True), start):
             if not review or not _rated_enough(rating, self.options.min_rating):
                 continue
             found += [Found(sentence, {"file": path, "row": row, "offset": offset}, visual=self.style.filters.visual)
@@ -253,7 +289,23 @@ def _need_inputs(options: SourceOptions, what: str) -> None:
 
 
 def _is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
+    return text.lower().startswith(("http://", "https://"))
+
+
+def _normal_or_as_is(url: str) -> str:
+    """One spelling per page (so a page listed twice is fetched once); a URL that cannot be put in
+    normal form stays as written and is skipped, with its reason, when its turn comes."""
+    try:
+        return normalize_url(url)
+    except ItemSkipped:
+        return url
+
+
+def _read_book(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:  # gone or unreadable since the run started: another run may manage
+        raise ItemFailed(f"cannot read the file ({exc.strerror})") from None
 
 
 def _looks_like_sitemap(url: str) -> bool:

@@ -2,14 +2,15 @@
 
     DIR/raw/shard-00000.ndjson   every accepted sentence, appended as it is generated
     DIR/raw/inputs.ndjson        the manifest of inputs: one line per finished (or failed) input
+    DIR/raw/judged/              what the corpus-level filters remember (see judge.py)
     DIR/shard-00000.jsonl ...    the corpus: raw records after the corpus-level filters
     DIR/manifest.json            settings, totals and the filter report of the last run
 
 An input's records go to the raw shard in one write, then its manifest line in another. On resume,
 a torn last line is cut off and records whose input never reached the manifest are dropped (that
-input runs again), so nothing is lost and nothing is written twice. The corpus shards are derived
-from the raw ones, so they are rebuilt whole at the end of every run. Only `*.jsonl` files hold
-training records; everything else uses other names so a reader can glob the folder.
+input runs again), so nothing is lost and nothing is written twice. The corpus shards grow from the
+raw ones at the end of every run: each raw record is judged once (judge.py). Only `*.jsonl` files
+hold training records; everything else uses other names so a reader can glob the folder.
 """
 from __future__ import annotations
 
@@ -46,27 +47,31 @@ class CorpusStore:
             _write_atomic(path, json.dumps(identity, indent=1))
 
     def _recover(self) -> None:
-        self.done, self.failed = _journal(self.folder, repair=True)
-        for shard in self._raw_shards():
-            records = list(_read_lines(shard, repair=True))
-            kept = [r for r in records if r["provenance"]["input"] in self.done]
-            if len(kept) < len(records):  # written, but the input never reached the manifest
-                _write_atomic(shard, "".join(_line(r) for r in kept))
+        self.done, self.failed, self.skipped = _journal(self.folder, repair=True)
+        shards = self._raw_shards()
+        if shards:  # only the last raw shard is ever appended to
+            _drop_unfinished(shards[-1], self.done)
 
     def _raw_shards(self) -> list[Path]:
         return sorted(self.raw.glob("shard-*.ndjson"))
 
-    def commit(self, key: str, records: list[dict], failure: str | None = None) -> None:
-        """Record one finished input: its records first, then its manifest line."""
+    def commit(self, key: str, records: list[dict], failure: str | None = None,
+               skipped: str | None = None) -> None:
+        """Record one finished input: its records first, then its manifest line. A `skipped` input
+        (it can never give sentences) counts as finished, with its reason kept."""
         if records:
             _append(self._current_shard(), "".join(_line(r) for r in records))
-        entry = {"key": key, "status": "failed" if failure else "done", "records": len(records)}
+        status = "failed" if failure else "skipped" if skipped else "done"
+        entry = {"key": key, "status": status, "records": len(records)}
         if failure:
             entry["reason"] = failure
             self.failed[key] = failure
         else:
             self.done.add(key)
             self.failed.pop(key, None)
+            self.skipped.pop(key, None)
+            if skipped:
+                entry["reason"] = self.skipped[key] = skipped
         _append(self.raw / "inputs.ndjson", _line(entry))
 
     def _current_shard(self) -> Path:
@@ -79,20 +84,30 @@ class CorpusStore:
         for shard in self._raw_shards():
             yield from _read_lines(shard)
 
-    def write_corpus(self, records: list[dict], summary: dict) -> None:
-        """Replace the corpus shards with `records` and write the manifest."""
-        names = []
-        for start in range(0, max(len(records), 1), SHARD_RECORDS):
-            name = f"shard-{len(names):05d}.jsonl"
-            _write_atomic(self.folder / name, "".join(_line(r) for r in records[start:start + SHARD_RECORDS]))
-            names.append(name)
-        for stale in sorted(self.folder.glob("shard-*.jsonl"))[len(names):]:
-            stale.unlink()
-        summary = {**summary, "shards": names, "records": len(records)}
+    def write_manifest(self, summary: dict) -> None:
         _write_atomic(self.folder / "manifest.json", json.dumps(summary, indent=1))
 
     def close(self) -> None:
         self._lock.close()
+
+
+def _drop_unfinished(shard: Path, done: set[str]) -> None:
+    """Cut off a torn last line, and the records at the end of `shard` whose input never reached
+    the manifest of inputs (written, then killed before its manifest line): that input runs again.
+    Read line by line, so a shard of any size costs little memory."""
+    cut, clean = None, True
+    for offset, record in _lines_at(shard, repair=True):
+        finished = record["provenance"]["input"] in done
+        if not finished and cut is None:
+            cut = offset
+        clean = clean and (finished == (cut is None))
+    if cut is None:
+        return
+    if clean:  # the unfinished records are the shard's tail, as `commit` leaves them
+        with open(shard, "r+b") as handle:
+            handle.truncate(cut)
+    else:
+        _write_atomic(shard, "".join(_line(r) for r in _read_lines(shard) if r["provenance"]["input"] in done))
 
 
 def finished_inputs(folder: str | Path) -> set[str]:
@@ -100,17 +115,22 @@ def finished_inputs(folder: str | Path) -> set[str]:
     return _journal(Path(folder), repair=False)[0]
 
 
-def _journal(folder: Path, repair: bool) -> tuple[set[str], dict[str, str]]:
-    """(finished keys, failed key -> reason) from the manifest of inputs; the last word counts."""
+def _journal(folder: Path, repair: bool) -> tuple[set[str], dict[str, str], dict[str, str]]:
+    """(finished keys, failed key -> reason, skipped key -> reason) from the manifest of inputs;
+    the last word counts. Skipped inputs are finished too."""
     done: set[str] = set()
     failed: dict[str, str] = {}
+    skipped: dict[str, str] = {}
     for entry in _read_lines(folder / "raw" / "inputs.ndjson", repair=repair):
-        if entry["status"] == "done":
+        if entry["status"] in ("done", "skipped"):
             done.add(entry["key"])
             failed.pop(entry["key"], None)
+            skipped.pop(entry["key"], None)
+            if entry["status"] == "skipped":
+                skipped[entry["key"]] = entry.get("reason", "")
         else:
             failed[entry["key"]] = entry.get("reason", "")
-    return done, failed
+    return done, failed, skipped
 
 
 def iter_corpus_records(folder: str | Path) -> Iterator[dict]:
@@ -157,20 +177,29 @@ def _append(path: Path, text: str) -> None:
 def _read_lines(path: Path, repair: bool = False) -> Iterator[dict]:
     """The JSON lines of `path`, less a torn last line (a write cut short), which `repair` removes
     from the file."""
+    for _, record in _lines_at(path, repair):
+        yield record
+
+
+def _lines_at(path: Path, repair: bool = False) -> Iterator[tuple[int, dict]]:
+    """(byte offset, record) for each JSON line of `path`, read as a stream."""
     if not path.exists():
         return
-    data = path.read_bytes()
-    complete = data[:data.rfind(b"\n") + 1]
-    if repair and len(complete) < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(len(complete))
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError("not a JSON line", f"{path}:{number}",
-                                 "fix or remove that line") from None
+    with open(path, "rb") as handle:
+        offset = 0
+        for number, line in enumerate(handle, 1):
+            if not line.endswith(b"\n"):
+                if repair:
+                    with open(path, "r+b") as writable:
+                        writable.truncate(offset)
+                return
+            if line.strip():
+                try:
+                    yield offset, json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise InputError("not a JSON line", f"{path}:{number}",
+                                     "fix or remove that line") from None
+            offset += len(line)
 
 
 def _write_atomic(path: Path, text: str) -> None:

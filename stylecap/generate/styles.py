@@ -29,11 +29,14 @@ class Filters:
     visual: bool = True  # books, web, reviews: keep only sentences that describe something visible
     characters: bool = False  # books, web: keep sentences that mention a character
     near_duplicate: float = 0.7  # word-set similarity at or above which a later record is dropped
-    # The paper's filter of overused n-grams: every 4- to 9-gram seen at least `ngram_min_count`
-    # times adds count / `ngram_scale` to a record's chance of being dropped.
+    # The paper's filter of overused n-grams (every 4- to 9-gram seen at least 50 times adds
+    # count / 800 to a record's chance of being dropped), made scale-free: counts are read as shares
+    # of the corpus rescaled to `ngram_reference_records` records, so a corpus of that size is
+    # filtered as the paper's rule filters it, and larger or smaller ones alike (see filters.py).
     ngram_sizes: tuple[int, int] = (4, 9)
     ngram_min_count: int = 50
     ngram_scale: float = 800.0
+    ngram_reference_records: int = 20_000
 
 
 @dataclasses.dataclass(frozen=True)

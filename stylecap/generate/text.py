@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -112,3 +113,17 @@ def name_pattern(names: list[str]) -> re.Pattern | None:
         return None
     alternatives = "|".join(sorted(map(re.escape, parts), key=len, reverse=True))
     return re.compile(rf"\b(?:{alternatives})\b")
+
+
+# Characters that steer a terminal rather than show: C0/C1 controls (ESC starts escape sequences
+# that can recolour, retitle or clear the screen), line and paragraph separators, and the
+# bidirectional overrides that make text read differently from what it holds.
+_STEERING = set("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """`text` safe to show on a terminal: every control character written as its Python escape
+    (ESC as \\x1b, a newline as \\n), everything else unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" or c in _STEERING else c for c in text)

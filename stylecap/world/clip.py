@@ -43,7 +43,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stylecap.core.encoders import BUILTIN_CLIPS, load_clip, save_clip
 from stylecap.errors import InputError
+from stylecap.paths import asset, cache_root, text_digest
+from stylecap.world import build_world, load_scenes, vocab
+from stylecap.world.build import VERSION
+from stylecap.world.formats import image_path
+from stylecap.world.language import captions
 
 MODEL_CFG = {
     "embed_dim": 128,
@@ -64,8 +70,6 @@ def load_images(world: Path, split: str, size: int = MODEL_CFG["vision_cfg"]["im
     transform does (bicubic; images are square), as one uint8 tensor [N, 3, size, size]."""
     from PIL import Image
 
-    from stylecap.world import load_scenes
-    from stylecap.world.formats import image_path
 
     world = Path(world)
     if not (world / "world.json").exists():
@@ -102,8 +106,6 @@ def _swapped(scene, rng: random.Random):
 def _changed(scene, rng: random.Random, attribute: str, table: str):
     """The scene with one object's ``attribute`` changed: a size flipped, or a shape or colour no
     object in the scene has (scenes never repeat those)."""
-    from stylecap.world import vocab
-
     objs = list(scene.objects)
     i = rng.randrange(len(objs))
     taken = {getattr(o, attribute) for o in (objs if attribute != "size" else objs[i:i + 1])}
@@ -128,8 +130,6 @@ def _partial(scene, rng: random.Random):
 
 def caption_table(scenes: list, seed: int) -> dict[str, list[list[str]]]:
     """Per image: whole captions, partial captions, hard-negative captions (fixed counts each)."""
-    from stylecap.world.language import captions
-
     def texts(scene, n: int) -> list[str]:
         found = [d.text for d in captions(scene, rng, n)]
         return (found * n)[:n]  # a tiny scene may have fewer distinct captions: repeat them
@@ -169,8 +169,6 @@ def train_clip(world: Path, out: Path, steps: int | None = None, batch_size: int
                threads: int | None = 2, log: Callable[[str], None] = print, **recipe) -> Path:
     """Train the world CLIP on ``world``'s clip split and save it (open_clip folder layout) with
     its recipe and stats; returns the folder."""
-    from stylecap.encoders import save_clip
-
     cfg = {**RECIPE, **recipe, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v}}
     if threads:
         torch.set_num_threads(threads)
@@ -241,8 +239,6 @@ def _world_info(world: Path) -> dict:
 def clip_stats(spec: str, world: Path, split: str = "test") -> dict:
     """How the CLIP sees ``world``'s ``split``: retrieval R@1 both ways (one whole caption per
     image, among all of the split's images), mean cosines, and the distance between modality means."""
-    from stylecap.encoders import load_clip
-
     encoder = load_clip(spec, device="cpu")
     size = encoder.model.visual.image_size  # an int for ResNet towers, a pair for ViTs
     scenes, pixels = load_images(world, split, size if isinstance(size, int) else size[0])
@@ -280,9 +276,6 @@ STAT_LABELS = {"r1_image_to_text": "R@1 image→text", "r1_text_to_image": "R@1 
 
 def shipped_stats() -> list[dict]:
     """The stats measured when the shipped CLIP was trained (``stats.json`` beside its weights)."""
-    from stylecap.encoders import BUILTIN_CLIPS
-    from stylecap.paths import asset
-
     path = asset(BUILTIN_CLIPS["world"], "stats.json")
     return json.loads(path.read_text())["stats"] if path.exists() else []
 
@@ -290,10 +283,6 @@ def shipped_stats() -> list[dict]:
 def check_world() -> Path:
     """The small seed-0 world the shipped stats are also measured on (built in the cache once), so a
     test can rebuild it in seconds and check the shipped CLIP against ``stats.json``."""
-    from stylecap.paths import cache_root, text_digest
-    from stylecap.world import build_world, vocab
-    from stylecap.world.build import VERSION
-
     # keyed by the vocabulary and format version: a world built by an older stylecap is not reused
     key = text_digest([json.dumps(vocab(), sort_keys=True), str(VERSION)])
     world = cache_root() / "worlds" / f"small-seed0-{key}"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 import re
-from functools import lru_cache
 from dataclasses import replace
+from functools import lru_cache
 from typing import NamedTuple
 
 from stylecap.world.scenes import Obj, Scene, relation_holds, relations_between, vocab
@@ -76,7 +76,7 @@ def describe(template: str, scene: Scene, rng: random.Random) -> Described:
     n = len(scene.objects)
     if "{phrase}" in template:
         template = template.replace("{phrase}", rng.choice(_phrases(n)))
-    objs = dict(zip(LETTERS, rng.sample(scene.objects, n)))
+    objs = dict(zip(LETTERS, rng.sample(scene.objects, n), strict=False))  # the first n letters
     values = {letter: mention(obj, rng) for letter, obj in objs.items()}
     for letter, obj in objs.items():
         if "{the_" + letter + "}" in template:

@@ -94,7 +94,7 @@ def parse_caption(text: str) -> ParsedCaption:
 def _resolve(parsed: ParsedCaption, obj: ParsedObject, definite: bool) -> int:
     if definite:
         for index, earlier in enumerate(parsed.objects):
-            if all(mine is None or mine == theirs for mine, theirs in zip(obj, earlier)):
+            if all(mine is None or mine == theirs for mine, theirs in zip(obj, earlier, strict=True)):
                 return index
     parsed.objects.append(obj)
     return len(parsed.objects) - 1

@@ -41,7 +41,7 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
 
 
 def _rgb(base: list[int], tint: tuple[int, int, int]) -> tuple[int, int, int]:
-    return tuple(min(255, max(0, b + t)) for b, t in zip(base, tint))
+    return tuple(min(255, max(0, b + t)) for b, t in zip(base, tint, strict=True))
 
 
 # Unit outlines (radius 1, pointing up) as (angle in degrees, distance) pairs. Shapes that a 64-pixel

@@ -105,7 +105,7 @@ def sample_scene(rng: random.Random, image_id: int, split: str) -> Scene:
     objects = tuple(
         Obj(shape=s, colour=c, size=rng.choice(list(v["sizes"])), col=cell % GRID, row=cell // GRID,
             dx=_jitter(rng, JITTER), dy=_jitter(rng, JITTER), angle=_jitter(rng, 12.0), tint=_tint(rng, 24))
-        for s, c, cell in zip(shapes, colours, cells))
+        for s, c, cell in zip(shapes, colours, cells, strict=True))
     return Scene(image_id=image_id, split=split, background=rng.choice(list(v["backgrounds"])),
                  objects=objects, texture_seed=rng.getrandbits(31), tint=_tint(rng, 8))
 

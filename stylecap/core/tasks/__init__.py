@@ -6,6 +6,7 @@ A reader turns files in a public format into :class:`Example` records. Training 
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 import re
 from array import array
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+from stylecap.core.images import IMAGE_SUFFIXES
 from stylecap.errors import InputError, UsageError
 
 
@@ -77,7 +79,7 @@ class Examples(Sequence[Example]):
         return Example(**{**values, "refs": list(values["refs"])})
 
     def __eq__(self, other) -> bool:  # the same examples in the same order, as a list would compare
-        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
 
     def __repr__(self) -> str:
         return f"Examples({len(self)} examples, skipped={dict(self.skipped)})"
@@ -128,7 +130,7 @@ class Task:
     max_target_len: int
     max_input_len: int = 64
     num_beams: int = 5
-    metric: str = "caption"  # how predictions are scored: caption | vqa | ve (see stylecap.metrics)
+    metric: str = "caption"  # how predictions are scored: caption | vqa | ve (see stylecap.core.metrics)
     mode_noise: dict = field(default_factory=dict)  # σ for modes other than single, e.g. {"multiple": 0.04}
     clip_text_hint: str = "check the data file"  # what to do when no example has text for CLIP
 
@@ -136,18 +138,14 @@ class Task:
         return self.mode_noise.get(mode, self.noise)
 
 
-def _registry() -> dict[str, Task]:
-    from stylecap.tasks import caption, style
+# One module per task, each defining ``TASK``: add a task by adding a module and its name here.
+TASK_MODULES = ("caption", "style", "vqa", "entailment", "news")
 
-    tasks = [caption.TASK, style.TASK]
-    for optional in ("vqa", "entailment", "news"):  # standard-dataset tasks, each in its own module
-        try:
-            module = __import__(f"stylecap.tasks.{optional}", fromlist=["TASK"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"stylecap.tasks.{optional}":
-                raise
-            continue
-        tasks.append(module.TASK)
+
+@functools.lru_cache(maxsize=1)
+def _registry() -> dict[str, Task]:
+    # Imported on first use: the task modules import this package's Example, Examples and helpers.
+    tasks = [importlib.import_module(f"{__name__}.{name}").TASK for name in TASK_MODULES]
     return {task.name: task for task in tasks}
 
 
@@ -205,7 +203,6 @@ def image_root(options: ReadOptions, data: Path) -> Path:
     return folder
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
 
 

@@ -25,8 +25,10 @@ from typing import Sequence
 
 import torch
 
+from stylecap.core.model import CloseConfig, CloseModel, build_model
 from stylecap.errors import UsageError
-from stylecap.model import CloseConfig, CloseModel, build_model
+from stylecap.options import TrainOptions
+from stylecap.progress import TrainProgress
 
 
 @dataclass
@@ -34,26 +36,6 @@ class Row:
     vector: int  # index into the vectors tensor
     target: str
     input_text: str | None = None
-
-
-@dataclass
-class TrainOptions:
-    out_dir: Path
-    steps: int | None = None  # optimiser steps; None: derived from epochs
-    epochs: float = 1.0
-    batch_size: int = 32  # per process and micro-batch
-    grad_accum: int = 1
-    lr: float = 3e-4
-    warmup: float = 0.05  # fraction of steps
-    weight_decay: float = 0.0
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16
-    num_workers: int = 0
-    resume: bool = False
-    progress: bool = True
 
 
 def total_steps(n_rows: int, options: TrainOptions, world_size: int = 1) -> int:
@@ -152,8 +134,6 @@ def train(vectors: torch.Tensor, rows: Sequence[Row], config: CloseConfig, optio
 
 
 def _loop(accelerator, model, optimizer, scheduler, loader, step, steps, options) -> None:
-    from stylecap.progress import TrainProgress
-
     out = Path(options.out_dir)
     model.train()
     log_path = out / "metrics.jsonl"

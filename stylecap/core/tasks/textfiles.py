@@ -6,7 +6,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from stylecap.errors import InputError
+from stylecap.errors import InputError, first_line
+from stylecap.paths import cache_root
 
 TEXT_FIELDS = ("text", "caption", "sentence", "raw")
 
@@ -76,14 +77,13 @@ def json_records(path: Path, field: str | None = None) -> Iterable[dict]:
 def _arrow_records(path: Path, field: str | None) -> Iterable[dict]:
     import datasets
 
-    from stylecap.paths import cache_root
 
     datasets.disable_progress_bars()
     try:
         table = datasets.load_dataset("json", data_files=str(path), field=field, split="train",
                                       cache_dir=str(cache_root() / "datasets"))
     except Exception as exc:  # pyarrow/datasets raise many kinds for a malformed file
-        raise InputError(f"could not read the JSON file: {str(exc).splitlines()[0][:200]}", str(path),
+        raise InputError(f"could not read the JSON file: {first_line(exc, 200)}", str(path),
                          "check the file is complete") from None
     return table  # iterates as dicts, one row at a time, from the memory-mapped table
 

@@ -13,9 +13,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterator
 
+from stylecap.core.tasks import MODES, Example, Examples, ReadOptions, Task, finish, image_root
+from stylecap.core.tasks.textfiles import iter_sentences, json_records
 from stylecap.errors import InputError, UsageError
-from stylecap.tasks import MODES, Example, Examples, ReadOptions, Task, finish, image_root
-from stylecap.tasks.textfiles import iter_sentences, json_records
 
 KARPATHY_SPLITS = {"train": {"train", "restval"}}  # Karpathy's "restval" images are training images
 

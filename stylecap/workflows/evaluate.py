@@ -7,15 +7,19 @@ skipped and why, notes) into the output folder.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from stylecap.errors import InputError, UsageError
-from stylecap.tasks import Example, Examples, ReadOptions, get_task, with_field
+from stylecap.core.encoders import default_device, load_clip
+from stylecap.core.metrics import score
+from stylecap.core.model import load_model
+from stylecap.core.tasks import Example, Examples, ReadOptions, get_task, with_field
+from stylecap.core.vectors import encode_texts_cached, image_vectors
+from stylecap.errors import UsageError
+from stylecap.progress import simple_progress
 
 INPUTS = ("images", "text")
 
@@ -38,10 +42,6 @@ def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | No
              limit: int | None = None, batch_size: int = 32, num_beams: int | None = None,
              meteor: bool = True, progress: bool = True) -> EvalReport:
     """Predict every item of ``data`` from its image (or its CLIP text) and score the predictions."""
-    from stylecap.encoders import default_device, load_clip
-    from stylecap.metrics import score
-    from stylecap.model import load_model
-
     if input not in INPUTS:
         raise UsageError(f"unknown input '{input}'", "--input", f"choose one of: {', '.join(INPUTS)}")
     model = load_model(model_dir, device=default_device())
@@ -51,14 +51,13 @@ def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | No
     encoder = load_clip(model.config.clip)
     if input == "text":
         examples = with_field(examples, "clip_text", str(data), task.clip_text_hint)
-        from stylecap.pipeline import encode_texts_cached
 
         vectors = encode_texts_cached(encoder, [ex.clip_text for ex in examples], progress=progress)
     else:
         examples, vectors = image_vectors(encoder, examples, str(images or data), progress=progress)
     outputs = predict(model, vectors, examples, batch_size, num_beams, progress)
     references = {ex.id: reference_texts(ex, input, task.metric) for ex in examples}
-    predictions = {ex.id: text for ex, (text, _) in zip(examples, outputs)}
+    predictions = {ex.id: text for ex, (text, _) in zip(examples, outputs, strict=True)}
     kwargs = {"meteor": meteor} if task.metric == "caption" else {}
     scores, notes = score(task.metric, predictions, references, **kwargs)
     report = {"task": task.name, "metric": task.metric, "input": input, "model": str(Path(model_dir).resolve()),
@@ -83,67 +82,9 @@ def reference_texts(example: Example, input: str, metric: str) -> list[str]:
     return example.refs
 
 
-def image_vectors(encoder, examples: Examples, where: str, batch_size: int = 64,
-                  progress: bool = True) -> tuple[Examples, torch.Tensor]:
-    """CLIP image vectors for the examples whose image can be read; the others are counted, and it is
-    an error only when none can be read."""
-    skipped = Counter(examples.skipped)
-    present = [ex for ex in examples if ex.image and Path(ex.image).is_file()]
-    skipped["missing images"] += len(examples) - len(present)
-    found, _ = encode_image_files(encoder, [str(ex.image) for ex in present], batch_size, progress)
-    kept = [ex for ex in present if str(ex.image) in found]
-    skipped["unreadable images"] += len(present) - len(kept)
-    if not kept:
-        raise InputError(f"none of the {len(examples)} images could be read ({skipped['missing images']} missing, "
-                         f"{skipped['unreadable images']} unreadable)", where,
-                         "pass --images DIR, the folder the dataset's image paths are relative to")
-    skipped = Counter({k: v for k, v in skipped.items() if v})
-    return Examples(kept, skipped), torch.stack([found[str(ex.image)] for ex in kept])
-
-
-def encode_image_files(encoder, paths: Sequence[str | Path], batch_size: int = 64,
-                       progress: bool = True) -> tuple[dict[str, torch.Tensor], list]:
-    """Vectors of the image files (each encoded once) by path, and the failures with their reasons,
-    through the captioner's robust, batched decoding. A set that decoded whole is cached, so scoring
-    several models on the same images encodes them once."""
-    from safetensors.torch import load_file
-
-    from stylecap.caption import iter_image_vectors
-    from stylecap.encoders import image_cache_file, save_vectors
-    from stylecap.progress import simple_progress
-
-    unique = list(dict.fromkeys(str(Path(p)) for p in paths))  # spelled as the decoder reports them
-    cached = image_cache_file(encoder, unique)
-    if cached is not None and cached.exists():
-        return dict(zip(unique, load_file(str(cached))["vectors"])), []
-    found: dict[str, torch.Tensor] = {}
-    failures = []
-    with simple_progress("encoding images", len(unique), enabled=progress) as bar:
-        task = bar.add_task("encoding images", total=len(unique))
-        for batch in iter_image_vectors(encoder, map(Path, unique), batch_size):
-            found.update(zip(batch.paths, batch.vectors))
-            failures += batch.failures
-            bar.update(task, advance=len(batch.paths) + len(batch.failures))
-    if cached is not None and found and not failures:
-        save_vectors(torch.stack([found[p] for p in unique]), cached)
-    return found, failures
-
-
-def all_image_vectors(encoder, paths: Sequence[Path], where: str, progress: bool = True) -> torch.Tensor:
-    """Vectors [len(paths), D] for images that must all be readable (gap fitting, sweeps): the first
-    unreadable one is an error naming the file and why."""
-    found, failures = encode_image_files(encoder, paths, progress=progress)
-    if failures:
-        raise InputError(f"{len(failures)} image(s) could not be read; first: {failures[0].reason}",
-                         failures[0].path, f"fix or remove them from {where}")
-    return torch.stack([found[str(p)] for p in paths])
-
-
 def predict(model, vectors: torch.Tensor, examples: Sequence[Example], batch_size: int = 32,
             num_beams: int | None = None, progress: bool = True) -> list[tuple[str, float]]:
     """The model's best (text, score) for each example's vector and input text."""
-    from stylecap.progress import simple_progress
-
     outputs = []
     with simple_progress("decoding", len(examples), enabled=progress) as bar:
         task = bar.add_task("decoding", total=len(examples))
@@ -167,7 +108,7 @@ def _write(report: dict, examples: Sequence[Example], outputs, references: dict,
     predictions, metrics = out / "predictions.jsonl", out / "metrics.json"
     source = "image" if report["input"] == "images" else "clip_text"
     with open(predictions, "w", encoding="utf-8") as handle:
-        for ex, (text, confidence) in zip(examples, outputs):
+        for ex, (text, confidence) in zip(examples, outputs, strict=True):
             record = {"id": ex.id, "prediction": text, "score": round(confidence, 5), source: getattr(ex, source),
                       "input_text": ex.input_text, "references": references[ex.id]}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")

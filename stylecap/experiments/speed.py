@@ -1,130 +1,23 @@
-"""Performance benchmarks: our path and a reference path side by side, in the same run.
-
-Every benchmark returns a :class:`BenchReport` (two :class:`PathResult` rows and their ratio), shown as
-a table and optionally saved as JSON. To add one: a settings dataclass, a reference function modelled
-on the code we compare against, a function that runs both through :func:`measure`, and a
-``bench NAME`` command next to the room's other commands (on ``stylecap.cli.bench.bench_app``).
-"""
+"""`stylecap bench caption`: images/s of `stylecap caption` against a reference path modelled on the
+paper's evaluation code, on the same images and model, in one run (report shape:
+:mod:`stylecap.experiments.report`)."""
 from __future__ import annotations
 
 import json
-import os
-import platform
 import tempfile
-import threading
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-# ----------------------------------------------------------------------------- shared machinery
-
-
-@dataclass
-class PathResult:
-    name: str
-    items: int
-    seconds: float
-    peak_memory_mb: float  # this process and its children (PSS where the OS reports it), sampled
-
-    @property
-    def items_per_s(self) -> float:
-        return self.items / self.seconds if self.seconds else 0.0
-
-
-@dataclass
-class BenchReport:
-    name: str
-    unit: str  # what an item is ("images")
-    ours: PathResult
-    reference: PathResult
-    setup: dict = field(default_factory=dict)
-
-    @property
-    def speedup(self) -> float:
-        """How many times faster our path is (items/s ratio)."""
-        return self.ours.items_per_s / self.reference.items_per_s if self.reference.items_per_s else 0.0
-
-    def to_dict(self) -> dict:
-        rows = {key: {**asdict(value), "items_per_s": value.items_per_s}
-                for key, value in (("ours", self.ours), ("reference", self.reference))}
-        return {"benchmark": self.name, "unit": self.unit, **rows, "speedup": self.speedup, "setup": self.setup,
-                "environment": environment()}
-
-    def show(self, console=None) -> None:
-        from rich.console import Console
-        from rich.table import Table
-
-        console = console or Console()
-        table = Table("path", self.unit, "seconds", f"{self.unit}/s", "peak memory (MB)", title=f"bench {self.name}")
-        for row in (self.reference, self.ours):
-            table.add_row(row.name, str(row.items), f"{row.seconds:.2f}", f"{row.items_per_s:.2f}",
-                          f"{row.peak_memory_mb:.0f}")
-        console.print(table)
-        console.print(f"speedup: {self.speedup:.2f}x {self.unit}/s", highlight=False)
-
-    def save(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-
-def measure(name: str, run: Callable[[], int], sync: Callable[[], None] | None = None) -> PathResult:
-    """Time ``run`` (which returns how many items it did) and sample peak memory while it runs."""
-    sampler = _PeakMemory()
-    with sampler:
-        start = time.perf_counter()
-        items = run()
-        if sync:
-            sync()  # wait for queued accelerator work before stopping the clock
-        seconds = time.perf_counter() - start
-    return PathResult(name, items, seconds, sampler.peak / 2**20)
-
-
-class _PeakMemory:
-    """Peak memory of this process plus its children (e.g. DataLoader workers), sampled every 20 ms on a
-    thread. Proportional set size, so pages that forked workers share with their parent count once."""
-
-    def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
-
-    def _memory(self) -> int:
-        import psutil
-
-        me = psutil.Process()
-        total = 0
-        for process in [me, *me.children(recursive=True)]:
-            try:
-                info = process.memory_full_info()
-                total += getattr(info, "pss", info.rss)
-            except psutil.Error:  # a worker that just exited
-                pass
-        return total
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._memory())
-
-    def __enter__(self):
-        self.peak = self._memory()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._memory())
-
-
-def environment() -> dict:
-    import torch
-
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    return {"device": device, "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-
-
-# ----------------------------------------------------------------------------- bench caption
+from stylecap.core.encoders import load_clip
+from stylecap.core.images import find_images
+from stylecap.core.lms import load_lm
+from stylecap.core.model import CloseConfig, CloseModel, load_model
+from stylecap.errors import UsageError
+from stylecap.experiments.report import BenchReport, measure
+from stylecap.options import Decoding, Loading
+from stylecap.paths import asset
+from stylecap.workflows.caption import Captioner, caption_stream, resolve_model_dir
+from stylecap.workflows.records import OutputFile
 
 # t5-base's shapes (its published config); weights are random: throughput does not depend on them.
 T5_BASE = {"model_type": "t5", "d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_decoder_layers": 12,
@@ -155,9 +48,6 @@ class CaptionBench:
 
 def bench_caption(bench: CaptionBench, report_path: Path | None = None, show: bool = True) -> BenchReport:
     """Caption the same images with the reference path, then with ours; report images/s of both."""
-    from stylecap.caption import Captioner, Decoding, Loading, caption_stream, find_images
-    from stylecap.records import OutputFile
-
     with tempfile.TemporaryDirectory(prefix="stylecap-bench-") as tmp:
         tmp = Path(tmp)
         paths = ([p for p in find_images([bench.folder]) if isinstance(p, Path)] if bench.folder
@@ -220,8 +110,6 @@ def synthetic_photos(folder: Path, count: int, size: tuple[int, int], seed: int 
 
 
 def _size(text: str) -> tuple[int, int]:
-    from stylecap.errors import UsageError
-
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
@@ -231,12 +119,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def _bench_model(bench: CaptionBench, tmp: Path):
     """(model, encoder, setup): a trained model folder, or a random model with the tiny or the paper's shapes."""
-    from stylecap.encoders import load_clip
-
     if bench.model:
-        from stylecap.caption import resolve_model_dir
-        from stylecap.model import load_model
-
         model = load_model(resolve_model_dir(bench.model))
         return model, load_clip(model.config.clip, bench.device), {"model": str(bench.model)}
     clip_cfg, lm_cfg = _shapes(bench)
@@ -249,8 +132,6 @@ def _bench_model(bench: CaptionBench, tmp: Path):
 
 
 def _shapes(bench: CaptionBench) -> tuple[dict, dict]:
-    from stylecap.paths import asset
-
     if bench.paper_size:
         import open_clip
 
@@ -267,8 +148,6 @@ def random_model(clip_spec: str, clip_dim: int, lm_cfg: dict):
     import torch
     from transformers import CONFIG_MAPPING, AutoModelForSeq2SeqLM
 
-    from stylecap.lms import load_lm
-    from stylecap.model import CloseConfig, CloseModel
 
     tokenizer = load_lm("tiny-t5").tokenizer
     cfg = dict(lm_cfg)

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from stylecap.errors import ModelError
+from stylecap.errors import ModelError, first_line
 from stylecap.paths import asset, cache_root, text_digest
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -58,7 +58,7 @@ def load_lm(name: str) -> LoadedLM:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, KeyError) as exc:
         known = ", ".join(builtin_lms())
-        raise ModelError(f"could not load language model '{name}': {str(exc).splitlines()[0][:200]}", None,
+        raise ModelError(f"could not load language model '{name}': {first_line(exc, 200)}", None,
                          f"use a model hub name (e.g. t5-base, online), a local folder, or a built-in: {known}") from exc
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers have no pad token; reuse end-of-text
         tokenizer.pad_token = tokenizer.eos_token
@@ -86,7 +86,7 @@ def materialise_builtin(name: str) -> Path:
 
 def _build_tiny_lm(definition: dict, corpus: Path, out: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     tokenizer = train_tokenizer(corpus, definition["tokenizer"]["vocab_size"])
     cfg = dict(definition["config"])

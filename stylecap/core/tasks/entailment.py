@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from stylecap.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root, split_file
-from stylecap.tasks.textfiles import jsonl_records
+from stylecap.core.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root, split_file
+from stylecap.core.tasks.textfiles import jsonl_records
 
 LABELS = ("entailment", "neutral", "contradiction")
 _SNLI_SPLITS = {"val": "dev"}  # SNLI-family files call validation "dev"

@@ -226,19 +226,6 @@ def covered_cosine(stats: dict, fit: dict | None = None) -> float:
     return float((fit or {}).get(COS_AFTER, stats["cos_image_caption"]))
 
 
-def parse_noise(text: str | None) -> float | str | None:
-    """A --noise value: None (the task's default), "auto", or σ ≥ 0."""
-    if text is None or text == "auto":
-        return text
-    try:
-        sigma = float(text)
-    except ValueError:
-        sigma = -1.0
-    if not sigma >= 0:
-        raise UsageError(f"bad noise level '{text}'", "--noise", "give σ ≥ 0 (e.g. 0.12) or 'auto'")
-    return sigma
-
-
 def resolve_noise(noise: float | str | None, gap_dir: Path | None, dim: int,
                   adapter: str = "noise") -> tuple[float | None, dict | None]:
     """(σ, record): σ unchanged unless it is "auto", then picked from the gap folder's statistics

@@ -4,38 +4,21 @@ from __future__ import annotations
 import math
 import os
 from array import array
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
-from stylecap.encoders import ClipEncoder, EmbeddingCache, load_clip
+from stylecap.core.encoders import ClipEncoder, load_clip
+from stylecap.core.gap import gap_provenance, load_fitted_adapter, resolve_noise
+from stylecap.core.model import CloseConfig, build_model
+from stylecap.core.tasks import Examples, ReadOptions, get_task, with_field
+from stylecap.core.train import Row, TrainOptions, train
+from stylecap.core.vectors import encode_texts_cached, image_vectors
 from stylecap.errors import UsageError
-from stylecap.gap import gap_provenance, resolve_noise
-from stylecap.model import CloseConfig
-from stylecap.tasks import Examples, ReadOptions, get_task
-from stylecap.train import Row, TrainOptions, train
+from stylecap.options import ModelChoices
+from stylecap.workflows.evaluate import evaluate
 
 PAPER_CLIP_DIM = 768  # ViT-L/14, the CLIP the paper's noise levels were tuned for
-
-
-@dataclass
-class ModelChoices:
-    """What the user chose about the model; None means the task's default."""
-
-    clip: str = "world"
-    lm: str = "tiny-t5"
-    noise: float | str | None = None  # σ, "auto" (from the fitted gap) or None (the task's)
-    adapter: str = "noise"
-    gap: Path | None = None  # fitted adapter statistics (`stylecap gap fit`)
-    prefix_len: int = 4
-    mapper: str = "linear"
-    lora: bool = True
-    lora_r: int = 16
-    max_target_len: int | None = None
-    num_beams: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def default_noise(task_noise: float, clip_dim: int) -> float:
@@ -52,14 +35,6 @@ def canonical_clip_spec(spec: str) -> str:
         head = str(Path(head).resolve()) if Path(head).exists() else head
         return f"{head}:{Path(tail).resolve()}"
     return spec
-
-
-def encode_texts_cached(encoder: ClipEncoder, texts: Sequence[str], progress: bool = True) -> torch.Tensor:
-    from stylecap.progress import simple_progress
-
-    with simple_progress("encoding text", len(texts), enabled=progress) as bar:
-        task = bar.add_task("encoding text", total=len(texts))
-        return EmbeddingCache(encoder).vectors(texts, progress=lambda done, total: bar.update(task, completed=done))
 
 
 class ExampleRows(Sequence[Row]):
@@ -121,15 +96,11 @@ def train_task(task_name: str, data: Path, choices: ModelChoices, options: Train
     config.extra.setdefault("examples", len(examples))
     model = None
     if choices.gap or choices.adapter != "noise":
-        from stylecap.gap import load_fitted_adapter  # the gap toolkit: fitted shift/linear/covariance
-        from stylecap.model import build_model
-
         adapter = load_fitted_adapter(choices.adapter, choices.gap, config.noise, encoder.dim)
         model = build_model(config)
         model.adapter = adapter
     model_dir = train(vectors, rows, config, options, model=model)
     if val is not None and os.environ.get("RANK", "0") == "0":  # validate once, not once per process
-        from stylecap.evaluate import evaluate
 
         evaluate(model_dir, val, input="images" if read_options.images else "text", split="val",
                  images=read_options.images, captions=read_options.captions, out=Path(options.out_dir) / "val",
@@ -139,11 +110,7 @@ def train_task(task_name: str, data: Path, choices: ModelChoices, options: Train
 
 def _training_vectors(encoder: ClipEncoder, examples, input: str, where: str, hint: str, options: TrainOptions):
     """(vectors, rows, examples kept): CLIP text vectors, or image vectors for an image-trained reference."""
-    from stylecap.tasks import with_field
-
     if input == "images":
-        from stylecap.evaluate import image_vectors
-
         images = list(examples.column("image"))
         first_view: dict[str, int] = {}  # each image is encoded once, through its first example
         for i, image in enumerate(images):

@@ -11,9 +11,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+from stylecap.core.tasks import Example, Examples, ReadOptions, Task, finish
+from stylecap.core.tasks.textfiles import json_records
 from stylecap.errors import InputError
-from stylecap.tasks import Example, Examples, ReadOptions, Task, finish
-from stylecap.tasks.textfiles import json_records
 
 ARTICLE_CHARS = 4000  # the model reads max_input_len tokens; no need to hold whole articles
 

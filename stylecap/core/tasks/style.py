@@ -4,9 +4,9 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from stylecap.core.tasks import Example, Examples, ReadOptions, Task
+from stylecap.core.tasks.textfiles import iter_sentences
 from stylecap.errors import InputError
-from stylecap.tasks import Example, Examples, ReadOptions, Task
-from stylecap.tasks.textfiles import iter_sentences
 
 
 def corpus_files(path: Path) -> list[Path]:

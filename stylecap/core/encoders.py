@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -25,8 +24,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from stylecap.errors import InputError, ModelError
-from stylecap.paths import asset, cache_root, file_digest, text_digest
+from stylecap.errors import ModelError, first_line
+from stylecap.paths import asset, file_digest, text_digest
 
 BUILTIN_CLIPS = {"world": "world-clip"}
 CONFIG_FILE = "open_clip_config.json"
@@ -130,7 +129,7 @@ class ClipEncoder:
                 self.source.model_name, pretrained=self.source.pretrained, device=self.device)
             self.tokenizer = open_clip.get_tokenizer(self.source.model_name)
         except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
-            raise ModelError(f"could not load CLIP '{spec}': {_first_line(exc)}", None,
+            raise ModelError(f"could not load CLIP '{spec}': {first_line(exc)}", None,
                              "check the name, or that you are online for downloadable weights") from exc
         self.model = model.eval().requires_grad_(False)
         self.preprocess: Callable = preprocess
@@ -186,10 +185,6 @@ def _normalise(chunks: list[torch.Tensor], dim: int) -> torch.Tensor:
     return F.normalize(torch.cat(chunks).float(), dim=-1).cpu()
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
 @functools.lru_cache(maxsize=4)
 def load_clip(spec: str, device: str | None = None) -> ClipEncoder:
     """Load (once per process) the frozen CLIP named by ``spec``."""
@@ -211,62 +206,3 @@ def save_clip(model: torch.nn.Module, model_cfg: dict, out_dir: Path, preprocess
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / WEIGHTS_FILE))
     return out_dir
-
-
-# ----------------------------------------------------------------------------- embedding cache
-
-class EmbeddingCache:
-    """Text vectors computed once per (encoder, corpus) and reused across epochs and runs.
-
-    Vectors are written in shards of ``shard_size`` texts (safetensors, memory-mapped on read), so a
-    long encoding job that is interrupted resumes at the first missing shard.
-    """
-
-    def __init__(self, encoder: ClipEncoder, root: Path | None = None, shard_size: int = 8192):
-        self.encoder = encoder
-        self.root = Path(root) if root else cache_root() / "embeddings" / encoder.identity
-        self.shard_size = shard_size
-
-    def vectors(self, texts: Sequence[str], progress=None) -> torch.Tensor:
-        """Vectors for ``texts`` (in order); ``progress(done, total)`` is called as shards finish."""
-        from safetensors.torch import load_file
-
-        if not texts:
-            return torch.empty(0, self.encoder.dim)
-        folder = self.root / text_digest(texts)
-        folder.mkdir(parents=True, exist_ok=True)
-        shards = []
-        for index, start in enumerate(range(0, len(texts), self.shard_size)):
-            path = folder / f"shard-{index:05d}.safetensors"
-            if not path.exists():
-                save_vectors(self.encoder.encode_texts(texts[start:start + self.shard_size]), path)
-            shards.append(load_file(str(path))["vectors"])
-            if progress:
-                progress(min(start + self.shard_size, len(texts)), len(texts))
-        vecs = torch.cat(shards)
-        if vecs.shape[0] != len(texts):
-            raise InputError("embedding cache does not match its corpus", str(folder), "delete that folder")
-        return vecs
-
-
-def save_vectors(vectors: torch.Tensor, path: Path) -> None:
-    """Write cached vectors (safetensors) atomically: several processes may encode at once, and a
-    crash never leaves a half-written file behind."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file({"vectors": vectors.contiguous()}, str(tmp))
-    tmp.replace(path)
-
-
-def image_cache_file(encoder: ClipEncoder, paths: Sequence[str]) -> Path | None:
-    """Where the vectors of these image files (in this order) are cached: keyed by the encoder and
-    each file's path, size and modification time, so an edited or replaced image is encoded anew.
-    None when a file cannot be looked at (it is reported when it is decoded)."""
-    try:
-        stamps = [f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}" for p in paths for st in [os.stat(p)]]
-    except OSError:
-        return None
-    return cache_root() / "image-vectors" / encoder.identity / f"{text_digest(stamps)}.safetensors"
-

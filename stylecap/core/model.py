@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from stylecap import __version__
-from stylecap.errors import ModelError
-from stylecap.gap import GapAdapter, build_adapter
+from stylecap.core.gap import GapAdapter, build_adapter
+from stylecap.core.lms import is_builtin, is_local, load_lm, resolve_lm
+from stylecap.errors import ModelError, first_line
 
 FORMAT = "stylecap-model"
 FORMAT_VERSION = 1
@@ -221,8 +222,6 @@ class CloseModel(nn.Module):
         return out
 
     def _save_lm(self, folder: Path) -> None:
-        from stylecap.lms import is_builtin, is_local, resolve_lm
-
         if self.config.lora:
             self.lm.save_pretrained(folder / "lora")
             if is_builtin(self.config.lm) or is_local(self.config.lm):
@@ -234,8 +233,6 @@ class CloseModel(nn.Module):
 
 def build_model(config: CloseConfig) -> CloseModel:
     """A fresh model for training: the LM from its name, LoRA applied (unless full fine-tuning)."""
-    from stylecap.lms import load_lm
-
     loaded = load_lm(config.lm)
     lm = loaded.model
     if config.lora:
@@ -303,7 +300,7 @@ def load_model(model_dir: str | Path, device: str | torch.device | None = None) 
             lm = PeftModel.from_pretrained(lm, folder / "lora")
         tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     except (OSError, ValueError) as exc:
-        raise ModelError(f"could not load the model's language model: {str(exc).splitlines()[0][:200]}",
+        raise ModelError(f"could not load the model's language model: {first_line(exc, 200)}",
                          str(folder), "check the folder is complete (or that you are online for hub bases)") from exc
     adapter = build_adapter(config.adapter, config.clip_dim, config.noise)
     adapter_state = {k: v for k, v in load_file(str(folder / "adapter.safetensors")).items() if k != "_empty"}

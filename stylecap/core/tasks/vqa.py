@@ -16,10 +16,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+from stylecap.core.answers import normalize_answer
+from stylecap.core.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root, split_file
+from stylecap.core.tasks.caption import caption_images
+from stylecap.core.tasks.textfiles import json_records, require_file
 from stylecap.errors import InputError
-from stylecap.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root, split_file
-from stylecap.tasks.caption import caption_images
-from stylecap.tasks.textfiles import json_records, require_file
 
 MIN_VOTES = 3
 
@@ -63,8 +64,6 @@ def read(path: Path, options: ReadOptions) -> Examples:
 
 def training_targets(answers: list[str]) -> list[str]:
     """The paper's targets: the most common answer, and any answer with ≥ 3 votes or tied with it."""
-    from stylecap.metrics import normalize_answer
-
     votes = Counter(normalize_answer(a) for a in answers)
     top = votes.most_common(1)[0][1]
     return [answer for answer, n in votes.most_common() if n >= MIN_VOTES or n == top]

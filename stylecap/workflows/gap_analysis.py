@@ -15,10 +15,13 @@ from typing import Iterator
 
 import torch
 
+from stylecap.core.encoders import load_clip
+from stylecap.core.gap import ADAPTERS, auto_noise, difference_spectrum, expected_cosine, fit_adapters, save_gap
+from stylecap.core.tasks.caption import karpathy_images
+from stylecap.core.tasks.textfiles import jsonl_records, require_file
+from stylecap.core.vectors import all_image_vectors, encode_texts_cached
 from stylecap.errors import InputError, ModelError
-from stylecap.gap import ADAPTERS, auto_noise, difference_spectrum, expected_cosine, fit_adapters, save_gap
-from stylecap.tasks.caption import karpathy_images
-from stylecap.tasks.textfiles import jsonl_records, require_file
+from stylecap.paths import file_digest
 
 
 @dataclass
@@ -67,12 +70,9 @@ def _jsonl_pairs(path: Path, split: str | None, skipped: Counter) -> Iterator[tu
 
 def encode_pairs(encoder, pairs: Pairs, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(text vectors, image vectors), one row per caption (image vectors repeated per caption)."""
-    from stylecap.pipeline import encode_texts_cached
-
     missing = next((p for p in pairs.images if not p.is_file()), None)
     if missing is not None:
         raise InputError("image not found", str(missing), "point --images at the folder the pairs' paths start from")
-    from stylecap.evaluate import all_image_vectors
 
     text = encode_texts_cached(encoder, pairs.captions, progress=progress)
     image = all_image_vectors(encoder, pairs.images, "the pairs file", progress)
@@ -224,7 +224,7 @@ def plot_projection(text: torch.Tensor, image: torch.Tensor, adapters: dict, pat
         with torch.no_grad():
             panels[kind] = adapter.train()(text)
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharex=True, sharey=True, squeeze=False)
-    for ax, (name, vecs) in zip(axes[0], panels.items()):
+    for ax, (name, vecs) in zip(axes[0], panels.items(), strict=True):
         for data, colour, label in ((image, "tab:green", "image"), (vecs, "tab:blue", "text")):
             xy = ((data - centre) @ axes2d).numpy()
             ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.5, color=colour, label=label)
@@ -251,8 +251,6 @@ class PairSource:
 
 
 def _encoded(source: PairSource):
-    from stylecap.encoders import load_clip
-
     encoder = load_clip(source.clip)
     pairs = read_pairs(source.pairs, source.images, source.split, source.limit)
     text, image = encode_pairs(encoder, pairs, progress=source.progress)
@@ -261,7 +259,8 @@ def _encoded(source: PairSource):
 
 def _provenance(encoder, source: PairSource, stats: dict) -> dict:
     return {"clip": source.clip, "clip_identity": encoder.identity, "dim": encoder.dim,
-            "pairs": {"file": str(Path(source.pairs).resolve()), "split": source.split,
+            "pairs": {"file": str(Path(source.pairs).resolve()), "digest": file_digest(Path(source.pairs)),
+                      "split": source.split,
                       "pairs": stats["pairs"], "images": stats["images"]}}
 
 

@@ -1,0 +1,1 @@
+"""Benchmark plans (grids and target bars) and kept reports, installed with the package."""
