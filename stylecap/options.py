@@ -14,12 +14,13 @@ from pathlib import Path
 
 from stylecap.errors import UsageError
 
-ADAPTER_KINDS = ("noise", "mean-shift", "linear", "covariance")  # stylecap.core.gap.ADAPTERS implements each
+ADAPTER_KINDS = ("noise", "mean-shift", "linear", "covariance", "coral")  # stylecap.core.gap.ADAPTERS implements each
 MAPPERS = ("linear", "mlp")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 TRAINING_INPUTS = ("text", "images")
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda|mps|xpu|hpu|npu)(:\d+)?$")
 MAX_PREFIX = 256  # prefix embeddings: far above the paper's 4–10, far below what would exhaust memory
+MAX_RETRIEVED = 32  # retrieved texts per input: beyond a few they only lengthen the decoder's input
 MAX_NEW_TOKENS = 4096  # a generation limit no captioner needs; the model's own limit applies below it
 
 
@@ -94,7 +95,7 @@ class ModelChoices(_Checked):
     lm: str = opt("tiny-t5", "Language model: a hub name (t5-base, gpt2), a folder, or tiny-t5 / tiny-gpt2.")
     noise: float | str | None = opt(None, "Noise σ per dimension, or 'auto' (from --gap statistics; default: "
                                           "the task's σ scaled to the CLIP width).")
-    adapter: str = opt("noise", "Gap adapter: noise | mean-shift | linear | covariance.")
+    adapter: str = opt("noise", "Gap adapter: noise | mean-shift | linear | covariance | coral.")
     gap: Path | None = opt(None, "Fitted gap statistics folder from `stylecap gap fit`.")
     prefix_len: int = opt(4, "Prefix embeddings the CLIP vector becomes.")
     mapper: str = opt("linear", "Prefix mapper: linear | mlp.")
@@ -102,10 +103,22 @@ class ModelChoices(_Checked):
     lora_r: int = opt(16, "LoRA rank.")
     max_target_len: int | None = opt(None, "Max target tokens (default: the task's).")
     num_beams: int | None = opt(None, "Beam width saved as the model's default (default: the task's).")
+    memory_projection: bool = opt(False, "At test time read, in place of the image vector, the softmax(cos/τ)-weighted "
+                                         "mix of the training texts' vectors nearest it (DeCap); the texts' vectors "
+                                         "are saved in the model.")
+    # τ and k chosen on the shapes world's validation images: below τ 0.005 the mix is close to the
+    # nearest text, which did as well as any wider mix there; k matters little at that τ
+    projection_tau: float = opt(0.002, "Temperature τ of --memory-projection: lower follows the nearest texts more.")
+    projection_k: int = opt(8, "Training texts mixed per image by --memory-projection.")
+    retrieve: int = opt(0, "Give the decoder the K training texts nearest its input vector as extra input text "
+                           "(queried with the noisy text vector in training, the image vector at test time); 0: off.")
+    memory_size: int | None = opt(None, "Keep at most N training texts in the memory of --memory-projection / "
+                                        "--retrieve (a seeded sample; default: all).")
     extra: dict = opt(None, "Provenance recorded in the saved model.", factory=dict)
 
     def __post_init__(self):
         self.noise = parse_noise(self.noise)
+        self._check_memory()
         self._one_of("adapter", ADAPTER_KINDS)
         self._one_of("mapper", MAPPERS)
         self._at_least("prefix_len", 1)
@@ -113,7 +126,27 @@ class ModelChoices(_Checked):
             self._fail("prefix_len", f"--prefix-len {self.prefix_len} is beyond {MAX_PREFIX}", "the paper uses 4–10")
         self._at_least("lora_r", 1)
         self._at_least("max_target_len", 1, optional=True)
+        if self.max_target_len is not None and self.max_target_len > MAX_NEW_TOKENS:
+            self._fail("max_target_len", f"--max-target-len {self.max_target_len} is beyond {MAX_NEW_TOKENS} tokens",
+                       "targets need a few dozen; the LM's own limit applies below this")
         self._at_least("num_beams", 1, optional=True)
+
+    def _check_memory(self) -> None:
+        self._positive("projection_tau")
+        self._at_least("projection_k", 1)
+        self._at_least("retrieve", 0)
+        if self.retrieve > MAX_RETRIEVED:
+            self._fail("retrieve", f"--retrieve {self.retrieve} is beyond {MAX_RETRIEVED} texts",
+                       "a few (2–8) give the decoder the evidence; more only lengthen its input")
+        self._at_least("memory_size", 1, optional=True)
+        if self.memory_size is not None and not self.uses_memory:
+            self._fail("memory_size", "--memory-size sizes the memory of --memory-projection or --retrieve",
+                       "add one of them, or drop --memory-size")
+
+    @property
+    def uses_memory(self) -> bool:
+        """Does the model keep its training texts' vectors for a memory lever?"""
+        return self.memory_projection or self.retrieve > 0
 
 
 @dataclass
@@ -204,3 +237,79 @@ class Loading(_Checked):
 
 
 DEFAULT_MAX_PIXELS = Loading.__dataclass_fields__["max_pixels"].default
+
+
+BENCH_SIZES = ("tiny", "paper")  # stylecap.experiments.train_speed builds the models of each
+SCALE_STAGES = ("read", "reread", "cache", "train", "corpus")  # stylecap.experiments.scale runs each
+
+
+@dataclass
+class TrainBench(_Checked):
+    """Settings of `stylecap bench train`. ``clip_cfg``/``lm_cfg`` override the random models' shapes
+    (an open_clip model config, a transformers config with ``model_type``), e.g. to run the paper-size
+    path with tiny shapes in a test."""
+
+    size: str = opt("tiny", "tiny (the world CLIP, tiny-t5) | paper (ViT-L/14 + t5-base shapes, random weights).")
+    steps: int | None = opt(None, "Timed steps per path (default: 100 tiny, 3 paper).")
+    warmup_steps: int = opt(1, "Untimed steps per path, before the timed ones.")
+    batch_size: int = opt(32, "Captions per step, the same for both paths.")
+    coco_captions: int = opt(590_000, "Captions of the COCO-sized job (1 epoch) whose time is estimated.")
+    threads: int | None = opt(None, "CPU threads of torch for both paths (default: torch's, one per core); "
+                                    "1 measures more steadily on a CPU that other jobs share.")
+    clip_cfg: dict | None = None
+    lm_cfg: dict | None = None
+
+    def __post_init__(self):
+        self._one_of("size", BENCH_SIZES)
+        if self.steps is None:
+            self.steps = 100 if self.size == "tiny" else 3  # a paper-size step takes many seconds on a CPU
+        self._at_least("steps", 1)
+        self._at_least("warmup_steps", 0)
+        self._at_least("batch_size", 1)
+        self._at_least("coco_captions", 1)
+        self._at_least("threads", 1, optional=True)
+
+
+@dataclass
+class ScaleBench(_Checked):
+    """Settings of `stylecap bench scale`."""
+
+    sizes: tuple[int, ...] | str = opt("10000,100000,1000000", "Caption counts, comma-separated.")
+    out: Path = opt(Path("runs/bench/scale"), "Folder for scale.json and scale.png.")
+    clip: str = opt("world", "CLIP of the cache and train stages: 'world', NAME:TAG, a folder or a config JSON.")
+    train_steps: int = opt(50, "Steps of the train stage (capped: its memory, set by the data, is the point).")
+    batch_size: int = opt(32, "Batch size of the train stage.")
+    seed: int = opt(0, "Seed of the shapes world's captions.")
+    stages: tuple[str, ...] | str = opt(",".join(SCALE_STAGES), "Stages to run, comma-separated.")
+    threads: int | None = opt(None, "CPU threads of each stage process (default: one per core).")
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        self.sizes = tuple(sorted(set(self._counts(self.sizes))))
+        if not self.sizes or min(self.sizes) < 1:
+            self._fail("sizes", "--sizes must be caption counts of 1 or more", "e.g. 10000,100000,1000000")
+        self.stages = _comma_list(self.stages)
+        if not self.stages:
+            self._fail("stages", "--stages names no stage", f"choose from: {', '.join(SCALE_STAGES)}")
+        for stage in self.stages:
+            if stage not in SCALE_STAGES:
+                self._fail("stages", f"unknown stage {stage!r}", f"choose from: {', '.join(SCALE_STAGES)}")
+        self._at_least("train_steps", 1)
+        self._at_least("batch_size", 1)
+        self._at_least("threads", 1, optional=True)
+
+    def _counts(self, sizes) -> list[int]:
+        counts = []
+        for part in _comma_list(sizes):
+            try:
+                counts.append(int(str(part).replace("_", "")))
+            except ValueError:
+                self._fail("sizes", f"--sizes: {part!r} is not a whole number",
+                           "give caption counts separated by commas, e.g. 10000,100000,1000000")
+        return counts
+
+
+def _comma_list(value) -> tuple[str, ...]:
+    """``"a, b"`` or ``("a", "b")`` → ("a", "b")."""
+    parts = value.split(",") if isinstance(value, str) else value
+    return tuple(str(part).strip() for part in parts if str(part).strip())

@@ -1,7 +1,12 @@
-"""Shared test setup: offline, small thread pools, and a per-session cache folder."""
+"""Shared test setup: offline, small thread pools, a per-session cache folder, the in-process `cli`
+runner and a loopback page server."""
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Never reach a hub: every model in the tests is built locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -78,3 +83,41 @@ def _run_cli(args: list[str]) -> int:
 def cli():
     """Run ``stylecap ARGS…`` in-process and return its exit code."""
     return _run_cli
+
+
+# ----------------------------------------------------------------------------- loopback web pages
+
+
+class PageHandler(BaseHTTPRequestHandler):
+    """A loopback page server's handler that answers with a body and stays quiet: subclasses route in
+    ``do_GET`` and answer through ``_send``; nothing is logged, so a test's captured stderr holds only
+    what stylecap printed."""
+
+    def _send(self, status: int, body: str, content_type: str) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class PageServer(ThreadingHTTPServer):
+    """One daemon thread per request: closing the server never waits for a client that is still reading."""
+
+    daemon_threads, block_on_close = True, False
+
+
+@contextmanager
+def serve_pages(handler: type[PageHandler], server_class: type[PageServer] = PageServer) -> Iterator[str]:
+    """Serve ``handler`` on a free 127.0.0.1 port from a background thread; yields the site's base URL."""
+    server = server_class(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -83,7 +83,7 @@ def test_news_and_the_image_trained_reference(dataset, tmp_path):
 
 def test_all_images_missing_is_an_error(dataset, tmp_path):
     model = quick_train("ve", dataset / "snli", tmp_path / "run", read_options=ReadOptions(split="val"))
-    with pytest.raises(InputError, match="none of the 3 images"):
+    with pytest.raises(InputError, match="none of the 2 images"):  # 3 pairs, 2 pictures: images are counted
         evaluate(model, dataset / "snli", input="images", split="val", images=tmp_path / "nowhere", progress=False)
 
 

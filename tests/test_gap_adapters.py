@@ -31,8 +31,8 @@ def _text(n: int = 4000, seed: int = 0) -> torch.Tensor:
     return F.normalize(torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-def test_registry_has_all_four_kinds_and_rejects_unknown():
-    assert list(ADAPTERS) == ["noise", "mean-shift", "linear", "covariance"]
+def test_registry_has_all_kinds_and_rejects_unknown():
+    assert list(ADAPTERS) == ["noise", "mean-shift", "linear", "covariance", "coral"]
     with pytest.raises(UsageError, match="unknown gap adapter"):
         build_adapter("wobble", DIM, 0.1)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from stylecap.cli import main
 from stylecap.errors import EXIT_INPUT, InputError
 from stylecap.generate import GenerateConfig, SourceOptions, generate, iter_corpus_records
 
@@ -68,20 +67,19 @@ def test_reviews_with_a_rating_filter_keep_what_can_be_seen(tmp_path):
     assert set(record["provenance"]) >= {"file", "row", "offset"}
 
 
-def test_review_column_errors_are_one_clear_line(tmp_path, capsys):
+def test_review_column_errors_are_one_clear_line(tmp_path, capsys, cli):
     options = SourceOptions(inputs=[str(FIXTURES / "reviews.csv")], text_column="body")
     with pytest.raises(InputError, match="column 'body' not found.*columns are: product, stars, review"):
         generate(GenerateConfig(style="reviews", out=tmp_path, progress=False, options=options))
-    with pytest.raises(SystemExit) as exc:
-        main(["generate", "--style", "reviews", "--input", str(tmp_path / "missing.csv"), "--out", str(tmp_path)])
-    assert exc.value.code == EXIT_INPUT
+    code = cli(["generate", "--style", "reviews", "--input", str(tmp_path / "missing.csv"), "--out", str(tmp_path)])
+    assert code == EXIT_INPUT
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_corpus_stats(tmp_path, capsys):
+def test_corpus_stats(tmp_path, capsys, cli):
     generate(GenerateConfig(style="character-based", source="books", out=tmp_path, progress=False,
                             options=SourceOptions(inputs=[str(BOOK)])))
-    main(["corpus", "stats", str(tmp_path), "--json"])
+    assert cli(["corpus", "stats", str(tmp_path), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["records"] == len(list(iter_corpus_records(tmp_path))) > 5
     assert stats["sources"] == {"books": stats["records"]} and stats["duplicate_rate"] == 0.0

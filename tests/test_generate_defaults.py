@@ -114,8 +114,9 @@ def test_local_provider_end_to_end_with_resume(tmp_path, capsys, cli):
     kept = {(r["id"], r["text"]) for r in iter_corpus_records(out)}
     assert kept and all(r["provenance"]["provider"] == "local" for r in iter_corpus_records(out))
 
-    cli(command + ["--limit", "16"])
+    code = cli(command + ["--limit", "16"])
     second = _manifest(out)
+    assert code == (EXIT_PARTIAL if second["inputs"]["failed"] else 0)  # any input still failed, from either run
     assert second["this_run"]["inputs"] == 6 + run["failed"]  # the new seeds and the failed ones only
     assert second["inputs"]["done"] + second["inputs"]["failed"] == 16
     assert kept <= {(r["id"], r["text"]) for r in iter_corpus_records(out)}  # nothing redone or lost

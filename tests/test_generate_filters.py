@@ -70,8 +70,9 @@ def test_corpus_pass_drops_exact_and_near_duplicates_keeping_the_first_id():
 
 
 def test_overused_ngrams_are_dropped_repeatably():
-    """The paper's filter: records built from a 4-gram used 300 times go, with probability 300/800
-    per overused n-gram, and the same ones go on every run."""
+    """The paper's filter, on shares: once "I can see the" and friends have been seen 50 times,
+    each makes up nearly all of the records so far and the records using them go; the same ones go
+    on every run."""
     texts = [f"I can see the {w} from my window today number {i}." for i, w in
              enumerate(["sea", "hill", "park", "road", "tower", "river"] * 50)]
     texts += [f"Unique sentence {i} about a {c} lantern on a quiet pier." for i, c in enumerate(["red", "blue"] * 10)]
@@ -118,7 +119,7 @@ def test_pacer_spaces_concurrent_waiters_even_after_a_blocked_loop():
         return released
 
     released = asyncio.run(run())
-    assert min(b - a for a, b in zip(released, released[1:])) >= 0.019
+    assert min(b - a for a, b in zip(released, released[1:], strict=False)) >= 0.019
 
 
 def test_read_corpus_texts_reads_only_top_level_jsonl(tmp_path):

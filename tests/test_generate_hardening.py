@@ -9,15 +9,13 @@ import posixpath
 import socket
 import subprocess
 import sys
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from conftest import PageHandler, serve_pages
 
-from stylecap.cli import main
 from stylecap.errors import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_SERVICE, EXIT_USAGE, UsageError
 from stylecap.generate import GenerateConfig, LLMSettings, SourceOptions, WebSettings, generate
 from stylecap.generate.books import MAX_BOOK_BYTES, MAX_MEMBER_BYTES
@@ -29,17 +27,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "generate"
 SEEDS = FIXTURES / "seeds.txt"
 BOOK = FIXTURES / "book.txt"
 MARKER = "sk-planted-3c1e9f0a7d-never-leave"
-
-
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    """`stylecap ARGS` in this process: (exit code, stdout, stderr)."""
-    try:
-        main(args)
-        code = EXIT_OK
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _llm_args(out: Path, *extra: str) -> list[str]:
@@ -72,23 +59,21 @@ def clean_env(monkeypatch, tmp_path):
 # ----------------------------------------------------------------------------- API key policy
 
 
-def test_a_planted_key_goes_nowhere_but_openai(tmp_path, clean_env, monkeypatch, capsys, caplog):
+def test_a_planted_key_goes_nowhere_but_openai(tmp_path, clean_env, monkeypatch, capsys, caplog, cli):
     caplog.set_level(logging.DEBUG)  # whatever the libraries log, at any level
     monkeypatch.setenv("OPENAI_API_KEY", MARKER)
-    streams = ""
     with LoopbackLLM(faults={2: "badjson", 7: "500"}) as server:
-        code, out, err = _run(_llm_args(tmp_path / "flag", "--base-url", server.url), capsys)
+        code = cli(_llm_args(tmp_path / "flag", "--base-url", server.url))
         assert code == EXIT_PARTIAL  # one malformed reply: recorded, logged and reported
-        streams += out + err
         monkeypatch.setenv("OPENAI_BASE_URL", server.url)  # the second way to name a server
-        code, out, err = _run(_llm_args(tmp_path / "env"), capsys)
+        code = cli(_llm_args(tmp_path / "env"))
         assert code == EXIT_OK
-        streams += out + err
         monkeypatch.delenv("OPENAI_BASE_URL")
-        code, out, err = _run(_llm_args(tmp_path / "404", "--base-url", server.url + "/nowhere"), capsys)
+        code = cli(_llm_args(tmp_path / "404", "--base-url", server.url + "/nowhere"))
         assert code == EXIT_SERVICE  # an error message that names the server
-        streams += out + err
         wire = _sent(server)
+    captured = capsys.readouterr()  # all three runs
+    streams = captured.out + captured.err
 
     assert wire.count(b"POST /v1/chat/completions") > 2 * len(SEEDS.read_text().splitlines())
     assert MARKER.encode() not in wire
@@ -99,18 +84,20 @@ def test_a_planted_key_goes_nowhere_but_openai(tmp_path, clean_env, monkeypatch,
     assert not [path for path in written if MARKER.encode() in path.read_bytes()]
 
 
-def test_a_key_goes_where_the_user_sends_it(tmp_path, clean_env, monkeypatch, capsys):
+def test_a_key_goes_where_the_user_sends_it(tmp_path, clean_env, monkeypatch, capsys, cli):
     monkeypatch.setenv("OPENAI_API_KEY", MARKER)
     monkeypatch.setenv("MY_SERVER_KEY", "server-key-from-env")
     with LoopbackLLM() as server:
         args = _llm_args(tmp_path / "a", "--base-url", server.url, "--limit", "2", "--api-key-env", "MY_SERVER_KEY")
-        assert _run(args, capsys)[0] == EXIT_OK
+        assert cli(args) == EXIT_OK
         assert b"bearer server-key-from-env" in _sent(server).lower()
         server.received.clear()
         args = _llm_args(tmp_path / "b", "--base-url", server.url, "--limit", "2", "--api-key", "typed-key")
-        assert _run(args, capsys)[0] == EXIT_OK
+        assert cli(args) == EXIT_OK
         assert b"bearer typed-key" in _sent(server).lower() and MARKER.encode() not in _sent(server)
-    code, _, err = _run(_llm_args(tmp_path / "c", "--base-url", server.url, "--api-key-env", "UNSET_KEY_VAR"), capsys)
+    capsys.readouterr()  # what the runs above printed
+    code = cli(_llm_args(tmp_path / "c", "--base-url", server.url, "--api-key-env", "UNSET_KEY_VAR"))
+    err = capsys.readouterr().err
     assert code == EXIT_USAGE and "UNSET_KEY_VAR" in err and err.count("\n") == 1
 
 
@@ -126,28 +113,30 @@ def test_openai_api_key_is_sent_to_openai_only(url, openai, clean_env, monkeypat
     assert base_url == (url or "https://api.openai.com/v1")
 
 
-def test_llm_lookup_order(tmp_path, clean_env, monkeypatch, capsys):
-    code, _, err = _run(_llm_args(tmp_path / "none"), capsys)
+def test_llm_lookup_order(tmp_path, clean_env, monkeypatch, capsys, cli):
+    code = cli(_llm_args(tmp_path / "none"))
+    err = capsys.readouterr().err
     assert code == EXIT_USAGE and err.count("\n") == 1  # one line naming every way out
     for way in ("--base-url", "OPENAI_BASE_URL", "OPENAI_API_KEY", "books", "web", "reviews"):
         assert way in err
 
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{_closed_port()}/v1")
     with LoopbackLLM() as server:  # --base-url comes before $OPENAI_BASE_URL
-        assert _run(_llm_args(tmp_path / "flag", "--base-url", server.url, "--limit", "2"), capsys)[0] == EXIT_OK
+        assert cli(_llm_args(tmp_path / "flag", "--base-url", server.url, "--limit", "2")) == EXIT_OK
         assert server.requests == 2
         monkeypatch.setenv("OPENAI_BASE_URL", server.url)  # ... which comes before OpenAI itself
         monkeypatch.setenv("OPENAI_API_KEY", MARKER)
-        assert _run(_llm_args(tmp_path / "env", "--limit", "2"), capsys)[0] == EXIT_OK
+        assert cli(_llm_args(tmp_path / "env", "--limit", "2")) == EXIT_OK
         assert server.requests == 4
     with pytest.raises(UsageError, match="not an http"):
         LLMSettings(base_url="localhost:8000").endpoint()
 
 
-def test_a_keyless_server_that_wants_a_key_says_how_to_give_one(tmp_path, clean_env, monkeypatch, capsys):
+def test_a_keyless_server_that_wants_a_key_says_how_to_give_one(tmp_path, clean_env, monkeypatch, capsys, cli):
     monkeypatch.setenv("OPENAI_API_KEY", MARKER)
     with LoopbackLLM(faults={n: "401" for n in range(1, 50)}) as server:
-        code, _, err = _run(_llm_args(tmp_path, "--base-url", server.url), capsys)
+        code = cli(_llm_args(tmp_path, "--base-url", server.url))
+    err = capsys.readouterr().err
     assert code == EXIT_SERVICE and "--api-key-env" in err and err.count("\n") == 1
     assert MARKER not in err
 
@@ -156,13 +145,14 @@ def test_a_keyless_server_that_wants_a_key_says_how_to_give_one(tmp_path, clean_
 
 
 @pytest.mark.parametrize("limit", [1, 30])
-def test_a_dead_llm_server_exits_5_whatever_the_input_count(limit, tmp_path, clean_env, capsys):
+def test_a_dead_llm_server_exits_5_whatever_the_input_count(limit, tmp_path, clean_env, capsys, cli):
     seeds = tmp_path / "seeds.txt"
     seeds.write_text("\n".join(f"A red kite number {i} over the harbour." for i in range(limit)))
     args = ["generate", "--style", "ego-centric", "--input", str(seeds), "--out", str(tmp_path / "out"),
             "--base-url", f"http://127.0.0.1:{_closed_port()}/v1", "--model", "loopback", "--no-progress",
             "--backoff", "0.01", "--max-attempts", "3"]
-    code, _, err = _run(args, capsys)
+    code = cli(args)
+    err = capsys.readouterr().err
     assert code == EXIT_SERVICE, err
     assert err.count("\n") == 1 and "not answering" in err and "Traceback" not in err
     manifest = tmp_path / "out" / "manifest.json"  # what was done is saved, and nothing is marked failed
@@ -172,7 +162,7 @@ def test_a_dead_llm_server_exits_5_whatever_the_input_count(limit, tmp_path, cle
 # ----------------------------------------------------------------------------- robots.txt on normal URLs
 
 
-class LenientSite(BaseHTTPRequestHandler):
+class LenientSite(PageHandler):
     """A site that, like many real servers, decodes every escape and resolves dot segments before
     routing: /public/..%2Fprivate/x is /private/x to it."""
 
@@ -201,28 +191,12 @@ class LenientSite(BaseHTTPRequestHandler):
             return self._send(500, "oops", "text/plain")
         return self._send(404, "not here", "text/plain")
 
-    def _send(self, status: int, body: str, content_type: str):
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def lenient_site():
     LenientSite.served = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), LenientSite)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_pages(LenientSite) as url:
+        yield url
 
 
 def _web(out: Path, urls: list[str]) -> dict:
@@ -248,13 +222,15 @@ def test_robots_txt_is_checked_on_the_normal_form_of_every_hop(lenient_site, tmp
     assert LenientSite.served == served and again["this_run"]["inputs"] == 0
 
 
-def test_only_what_a_rerun_can_fix_exits_6(lenient_site, tmp_path, capsys):
+def test_only_what_a_rerun_can_fix_exits_6(lenient_site, tmp_path, capsys, cli):
     base = ["generate", "--style", "ego-centric", "--source", "web", "--out", str(tmp_path / "a"),
             "--no-progress", "--per-host-rate", "100"]
-    code, _, err = _run([*base, "--input", f"{lenient_site}/missing.html", "--input",
-                         f"{lenient_site}/public/../private/x", "--input", f"{lenient_site}/go-public"], capsys)
+    code = cli([*base, "--input", f"{lenient_site}/missing.html", "--input",
+                f"{lenient_site}/public/../private/x", "--input", f"{lenient_site}/go-public"])
+    err = capsys.readouterr().err
     assert code == EXIT_OK and "skipped: HTTP 404" in err and "skipped: disallowed by robots.txt" in err
-    code, _, err = _run([*base, "--input", f"{lenient_site}/broken.html"], capsys)
+    code = cli([*base, "--input", f"{lenient_site}/broken.html"])
+    err = capsys.readouterr().err
     assert code == EXIT_PARTIAL and "failed: HTTP 500" in err  # a server error may pass: run again
 
 
@@ -300,7 +276,7 @@ BILLION_LAUGHS = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
                   + ']><package>&lol9;</package>')
 
 
-def test_bad_epubs_are_each_one_skipped_input_with_its_reason(tmp_path, capsys):
+def test_bad_epubs_are_each_one_skipped_input_with_its_reason(tmp_path, capsys, cli):
     good = _epub(tmp_path / "good.epub")
     whole = good.read_bytes()
     (tmp_path / "truncated.epub").write_bytes(whole[:len(whole) // 2])
@@ -325,7 +301,8 @@ def test_bad_epubs_are_each_one_skipped_input_with_its_reason(tmp_path, capsys):
             "--characters", "Mirela Voss"]
     for path in [good, *books.values()]:
         args += ["--input", str(path)]
-    code, _, err = _run(args, capsys)
+    code = cli(args)
+    err = capsys.readouterr().err
     assert code == EXIT_OK and "Traceback" not in err  # nothing a rerun could fix: not exit 6
 
     journal = [json.loads(line) for line in (out / "raw" / "inputs.ndjson").read_text().splitlines()]
@@ -368,35 +345,37 @@ def test_a_ragged_csv_is_one_line_naming_the_line_and_the_file(tmp_path):
     ("reviews.jsonl", '{"review": "A red lamp."}\n{"review": "cut off\n', "line 2 is not valid JSON"),
     ("reviews.csv", b"review\n\xff\xfe a red lamp\n", "not UTF-8 text (byte 0xff at offset 7)"),
 ])
-def test_other_broken_tables_name_their_cause(name, content, cause, tmp_path, capsys):
+def test_other_broken_tables_name_their_cause(name, content, cause, tmp_path, capsys, cli):
     table = tmp_path / name
     table.write_bytes(content if isinstance(content, bytes) else content.encode())
-    code, _, err = _run(["generate", "--style", "reviews", "--input", str(table), "--out", str(tmp_path / "o")],
-                        capsys)
+    code = cli(["generate", "--style", "reviews", "--input", str(table), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
     assert code == EXIT_INPUT and cause in err and err.count("\n") == 1
 
 
 # ----------------------------------------------------------------------------- control characters
 
 
-def test_control_characters_in_paths_never_reach_the_terminal(tmp_path, monkeypatch, capsys):
+def test_control_characters_in_paths_never_reach_the_terminal(tmp_path, monkeypatch, capsys, cli):
     missing = tmp_path / "seeds\x1b[2J\x1b]0;owned\x07.txt"
-    code, _, err = _run(["generate", "--style", "reviews", "--input", str(missing), "--out", str(tmp_path / "o")],
-                        capsys)
+    code = cli(["generate", "--style", "reviews", "--input", str(missing), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
     assert code == EXIT_INPUT and "\x1b" not in err and "\x07" not in err
     assert "seeds\\x1b[2J\\x1b]0;owned\\x07.txt" in err
 
     monkeypatch.chdir(tmp_path)  # a short path: the summary table does not wrap it
     out = "corpus\x1b[31m[/]red"  # also not read as Rich markup
-    code, _, err = _run(["generate", "--style", "reviews", "--input", str(FIXTURES / "reviews.csv"),
-                         "--out", out, "--no-progress"], capsys)
+    code = cli(["generate", "--style", "reviews", "--input", str(FIXTURES / "reviews.csv"),
+                "--out", out, "--no-progress"])
+    err = capsys.readouterr().err
     assert code == EXIT_OK and "\x1b" not in err and "corpus\\x1b[31m[/]red" in err
 
 
-def test_control_characters_in_urls_never_reach_the_terminal(tmp_path, lenient_site, capsys):
+def test_control_characters_in_urls_never_reach_the_terminal(tmp_path, lenient_site, capsys, cli):
     urls = tmp_path / "urls.txt"
     urls.write_text(f"{lenient_site}/go-public\nftp://files.example/\x1b[31mred\n")
-    code, _, err = _run(["generate", "--style", "ego-centric", "--source", "web", "--input", str(urls),
-                         "--out", str(tmp_path / "o"), "--no-progress", "--per-host-rate", "100"], capsys)
+    code = cli(["generate", "--style", "ego-centric", "--source", "web", "--input", str(urls),
+                "--out", str(tmp_path / "o"), "--no-progress", "--per-host-rate", "100"])
+    err = capsys.readouterr().err
     assert code == EXIT_OK and "\x1b" not in err  # a URL no run can fetch: skipped, not failed
     assert "\\x1b[31mred" in err and "skipped: not an http(s) URL" in err

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from stylecap.cli import main
 from stylecap.errors import EXIT_PARTIAL, EXIT_SERVICE, EXIT_USAGE, ServiceError
 from stylecap.generate import GenerateConfig, LLMSettings, SourceOptions, generate, iter_corpus_records
 from stylecap.generate.loopback import LoopbackLLM
@@ -106,24 +105,21 @@ def test_free_mode_writes_about_subjects(tmp_path, no_key):
     assert subjects == {"copper kettle", "mountain hostel", "wool blanket", "night market", "brass telescope"}
 
 
-def test_cli_exit_codes_and_the_key_never_written(tmp_path, monkeypatch, capsys):
+def test_cli_exit_codes_and_the_key_never_written(tmp_path, monkeypatch, capsys, cli):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(SystemExit) as exc:
-        main(["generate", "--style", "ego-centric", "--input", str(SEEDS), "--out", str(tmp_path / "a")])
-    assert exc.value.code == EXIT_USAGE and "OPENAI_API_KEY" in capsys.readouterr().err
+    code = cli(["generate", "--style", "ego-centric", "--input", str(SEEDS), "--out", str(tmp_path / "a")])
+    assert code == EXIT_USAGE and "OPENAI_API_KEY" in capsys.readouterr().err
 
     secret = "sk-test-do-not-write-me-7f3a"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     with LoopbackLLM(faults={3: "badjson"}) as server:
-        with pytest.raises(SystemExit) as exc:
-            main(["generate", "--style", "uplifting", "--input", str(SEEDS), "--out", str(tmp_path / "b"),
-                  "--base-url", server.url, "--model", "loopback", "--no-progress", "--backoff", "0.05"])
-        assert exc.value.code == EXIT_PARTIAL
-        with pytest.raises(SystemExit) as exc:
-            main(["generate", "--style", "uplifting", "--input", str(SEEDS), "--out", str(tmp_path / "c"),
-                  "--base-url", server.url.replace("/v1", "/nowhere"), "--no-progress"])
-        assert exc.value.code == EXIT_SERVICE  # HTTP 404: wrong model or endpoint stops at once
+        code = cli(["generate", "--style", "uplifting", "--input", str(SEEDS), "--out", str(tmp_path / "b"),
+                    "--base-url", server.url, "--model", "loopback", "--no-progress", "--backoff", "0.05"])
+        assert code == EXIT_PARTIAL
+        code = cli(["generate", "--style", "uplifting", "--input", str(SEEDS), "--out", str(tmp_path / "c"),
+                    "--base-url", server.url.replace("/v1", "/nowhere"), "--no-progress"])
+        assert code == EXIT_SERVICE  # HTTP 404: wrong model or endpoint stops at once
     output = capsys.readouterr()
     written = b"".join(p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file())  # binary files too
     assert secret.encode() not in written and secret not in output.out + output.err

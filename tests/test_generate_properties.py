@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from stylecap.errors import printable
 from stylecap.generate.books import BadBook, book_text
 from stylecap.generate.llm import ItemSkipped
-from stylecap.generate.text import normalize, printable, split_sentences, words
+from stylecap.generate.text import normalize, split_sentences, words
 from stylecap.generate.web import normalize_url
 
 pytestmark = pytest.mark.fault

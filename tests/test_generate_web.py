@@ -2,11 +2,10 @@
 a redirect loop and a sitemap."""
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import PageHandler, PageServer, serve_pages
 
 from stylecap.generate import GenerateConfig, SourceOptions, WebSettings, generate, iter_corpus_records
 
@@ -33,7 +32,7 @@ SITEMAP = """<?xml version="1.0" encoding="UTF-8"?>
 LISTED = ["/a.html", "/b.html", "/private/secret.html", "/huge.html", "/slow.html", "/loop", "/to-a", "/missing.html"]
 
 
-class Site(BaseHTTPRequestHandler):
+class Site(PageHandler):
     requests: list[tuple[float, str, str]] = []
 
     def do_GET(self):
@@ -66,21 +65,8 @@ class Site(BaseHTTPRequestHandler):
             return None
         return self._send(404, "not here", "text/plain")
 
-    def _send(self, status: int, body: str, content_type: str):
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
-    def log_message(self, *args):
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads, block_on_close = True, False
-
+class QuietServer(PageServer):
     def handle_error(self, request, client_address):
         pass  # the client hanging up on the huge and slow pages is the point
 
@@ -88,12 +74,8 @@ class QuietServer(ThreadingHTTPServer):
 @pytest.fixture
 def site():
     Site.requests = []
-    server = QuietServer(("127.0.0.1", 0), Site)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_pages(Site, QuietServer) as url:
+        yield url
 
 
 def test_web_source_is_polite_and_keeps_visible_sentences(site, tmp_path):

@@ -1,9 +1,13 @@
 """The package ships what it needs: every subpackage is listed, data files are installed."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10, which pyproject supports: the same parser, before it joined the standard library
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

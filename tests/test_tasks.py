@@ -102,7 +102,7 @@ def test_vqa_without_captions_finds_images_by_id(dataset, tmp_path):
     assert all(ex.clip_text is None for ex in examples)
     by_id = {ex.id: ex.image for ex in examples}
     assert by_id["42000"].endswith("COCO_val2014_000000000042.jpg") and by_id["74000"] is None  # 74: no image
-    with pytest.raises(UsageError):
+    with pytest.raises(InputError):  # a folder without the split's file: bad input, as for every task
         read("vqa", dataset / "vqa", split="test2015")
 
 
@@ -118,8 +118,10 @@ def test_snli_skips_unlabelled_and_malformed_lines(dataset):
 def test_snli_ve_names_images_by_flickr_id(dataset):
     examples = read("ve", dataset / "snli_ve/snli_ve_test.jsonl")
     assert examples.skipped == {"malformed lines": 1}
-    assert [Path(ex.image).name if ex.image else None for ex in examples] == \
-        ["1000092795.jpg", "1000092795.jpg", "1000268201.jpg", None]
+    # a missing image keeps Flickr30k's name for it, so evaluation names it (and counts it once)
+    assert [Path(ex.image).name for ex in examples] == \
+        ["1000092795.jpg", "1000092795.jpg", "1000268201.jpg", "1000344755.jpg"]
+    assert not Path(examples[3].image).exists()
 
 
 def test_visual_news_records(dataset):
@@ -128,7 +130,8 @@ def test_visual_news_records(dataset):
     first = examples[0]
     assert first.target == first.clip_text == "A red circle unveiled at the city museum."
     assert first.input_text.startswith("The city museum opened") and first.image.endswith("bbc/images/1001.jpg")
-    assert examples[1].image is None  # its image file is absent
+    assert examples[1].image.endswith("bbc/images/1002.jpg")  # named where it should be, so evaluation names it
+    assert not Path(examples[1].image).exists()  # its image file is absent
 
 
 def test_large_json_files_stream_through_datasets(dataset, monkeypatch):

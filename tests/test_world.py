@@ -220,10 +220,10 @@ def test_images_show_their_scenes(world, scenes):
 
 
 def test_bad_requests_fail_with_one_line(tmp_path, world):
-    with pytest.raises(InputError, match="not empty"):
+    with pytest.raises(UsageError, match="not empty"):
         build_world(world, splits=TINY)
     (tmp_path / "mine.txt").write_text("keep")
-    with pytest.raises(InputError, match="not empty"):
+    with pytest.raises(UsageError, match="not empty"):
         build_world(tmp_path, splits=TINY)
     with pytest.raises(UsageError):
         build_world(tmp_path / "x", size="huge")

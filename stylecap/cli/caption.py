@@ -17,7 +17,9 @@ from stylecap.options import Loading as L
 def caption(
     paths: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     model: Optional[Path] = typer.Option(None, "--model", envvar="STYLECAP_MODEL",
-                                         help="A model folder written by `stylecap train` (its model/, or the run folder)."),
+                                         help="A model folder written by `stylecap train` (its model/, or the run folder), or "
+                                              "hf-hub:ORG/NAME. Default: STYLECAP_MODEL, else the model trained "
+                                              "or demoed last on this machine, else the shipped shapes-world captioner."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write records to a .jsonl or .csv file (path, caption, score, model, error)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write an HTML gallery (thumbnails + captions)."),
     resume: bool = typer.Option(False, "--resume", help="Skip images already in --out and append the rest."),
@@ -37,11 +39,18 @@ def caption(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar and no table; the summary only."),
 ) -> None:
     """Caption images with a trained model. Exit codes: 0 all captioned; 6 finished, some images failed
-    (each has a record with its reason); 2 bad option; 3 no images / path missing; 4 model cannot be loaded."""
+    (each has a record with its reason); 2 bad option; 3 no images / a path missing or unreadable; 4 model cannot be
+    loaded; 130 interrupted (add --resume to continue)."""
+    from stylecap.cli import err_console
     from stylecap.workflows.caption import TaskInput, caption_images
+    from stylecap.workflows.defaults import choose_model
 
+    given = {"question": question, "hypothesis": hypothesis, "context": context}
+    chosen = choose_model(model, next((name for name, value in given.items() if value is not None), None))
+    if chosen.line:  # a model the user did not name: say which, and what it knows
+        err_console.print(chosen.line, markup=False, highlight=False)
     report = caption_images(
-        paths, model,
+        paths, chosen.model,
         D(num_beams=beam, max_new_tokens=max_length, do_sample=sample, temperature=temperature, top_p=top_p,
                  num_return_sequences=num_captions),
         TaskInput(question, hypothesis, context), out=out, html=html, resume=resume,

@@ -31,25 +31,47 @@ def _csv(text: str) -> list[str]:
 
 @gap_app.command()
 def fit(
-    pairs: Path = typer.Option(..., help=PAIRS_HELP),
+    pairs: Optional[Path] = typer.Option(None, help=PAIRS_HELP),
+    texts: Optional[Path] = typer.Option(None, help="Without pairs: a caption file (.txt, .jsonl, Karpathy .json) or "
+                                                    "corpus folder, not paired with --images (e.g. the training "
+                                                    "captions)."),
     out: Path = typer.Option(Path("runs/gap"), help="Gap folder to write (gap.json + <adapter>.safetensors)."),
     clip: str = typer.Option("world", help=CLIP_HELP),
-    images: Optional[Path] = typer.Option(None, help=IMAGES_HELP),
-    split: Optional[str] = typer.Option(None, help="Only pairs of this split (Karpathy 'split' / JSONL 'split')."),
+    images: Optional[Path] = typer.Option(None, help=IMAGES_HELP + " Without pairs (--texts): the folder of "
+                                                     "images itself, walked recursively."),
+    split: Optional[str] = typer.Option(None, help="Only pairs (or --texts captions) of this split "
+                                                   "(Karpathy 'split' / JSONL 'split')."),
     limit: Optional[int] = typer.Option(None, help="At most this many images."),
-    adapters: str = typer.Option("mean-shift,linear,covariance", help="Adapters to fit, comma-separated."),
+    adapters: Optional[str] = typer.Option(None, help="Adapters to fit, comma-separated (default: mean-shift,linear,"
+                                                      "covariance from pairs; mean-shift,coral without)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
-    """Fit the gap adapters on image–caption pairs; `stylecap train --adapter KIND --gap OUT` uses them."""
-    from stylecap.workflows.gap_analysis import fit_gap
+    """Fit the gap adapters on image–caption pairs, or on images and texts that are not paired
+    (--images DIR --texts FILE); `stylecap train --adapter KIND --gap OUT` uses them."""
+    from stylecap.errors import UsageError
+    from stylecap.workflows.gap_analysis import UnpairedSource, fit_gap, fit_unpaired_gap
 
-    meta = fit_gap(_source(clip, pairs, images, split, limit, quiet), out, _csv(adapters))
+    if (pairs is None) == (texts is None):
+        raise UsageError("give --pairs (image–caption pairs) or --texts with --images (unpaired sets)", None,
+                         "e.g. stylecap gap fit --images photos/ --texts captions.txt")
+    kinds = _csv(adapters) if adapters else None
+    if texts is not None:
+        if images is None:
+            raise UsageError("--texts needs --images, the folder of images to fit against", "--images")
+        meta = fit_unpaired_gap(UnpairedSource(clip=clip, images=images, texts=texts, split=split, limit=limit,
+                                               progress=not quiet), out, kinds)
+    else:
+        meta = fit_gap(_source(clip, pairs, images, split, limit, quiet), out, kinds)
     stats = meta["statistics"]
     auto = meta["noise"]["auto_sigma"]
-    typer.echo(f"{stats['pairs']} pairs, {stats['images']} images: cos(image, caption) "
-               f"{stats['cos_image_caption']:.3f}, auto σ " + (f"{auto:.4f}" if auto is not None else "n/a"))
+    counted = (f"{stats['pairs']} pairs, {stats['images']} images" if meta.get("pairs") else
+               f"{stats['images']} images, {stats['texts']} texts, not paired")
+    typer.echo(f"{counted}: cos(image, caption) {stats['cos_image_caption']:.3f}"
+               + (" (estimated: nearest text)" if not meta.get("pairs") else "")
+               + ", auto σ " + (f"{auto:.4f}" if auto is not None else "n/a"))
     for kind, fit_stats in meta["adapters"].items():
-        typer.echo(f"  {kind}: " + ", ".join(f"{k} {v:.4g}" for k, v in fit_stats.items()))
+        typer.echo(f"  {kind}: " + ", ".join(f"{k} {v:.4g}" for k, v in fit_stats.items()
+                                              if isinstance(v, (int, float))))
     typer.echo(f"gap saved to {out}")
 
 

@@ -14,7 +14,7 @@ from stylecap.errors import PartialRun, StylecapError
 def _escape_for_terminal(exc: StylecapError) -> None:
     """Paths and URLs in an error come from file names, URL lists and web pages: their control
     characters must reach the terminal as visible escapes, not as escape sequences it obeys."""
-    from stylecap.generate.text import printable
+    from stylecap.errors import printable
 
     exc.what, exc.where, exc.fix = (part and printable(part) for part in (exc.what, exc.where, exc.fix))
 

@@ -24,6 +24,16 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from stylecap.core.weights import (
+    LOAD_ERRORS,
+    PICKLE_SUFFIXES,
+    check_safetensors,
+    load_error_line,
+    read_json_object,
+    refuse_hub_custom_code,
+    refuse_pickle_file,
+    state_dict_mismatch,
+)
 from stylecap.errors import ModelError, first_line
 from stylecap.paths import asset, file_digest, text_digest
 
@@ -67,28 +77,57 @@ def resolve_clip(spec: str) -> ClipSource:
         return ClipSource(spec, None, spec)
     path = Path(spec)
     if path.is_dir():
-        if not (path / CONFIG_FILE).exists():
-            raise ModelError(f"no {CONFIG_FILE} in the CLIP folder", str(path),
-                             "point --clip at a folder written by stylecap/open_clip, or use NAME:TAG")
-        return ClipSource(f"local-dir:{path.resolve()}", None, f"dir-{_model_files_digest(path)}")
+        return _folder_source(path)
     name, _, pretrained = spec.partition(":")
+    where = f"CLIP {spec}"
     if name.endswith(".json"):
         return _custom_config_source(Path(name), pretrained or None)
+    if _names_a_path(name):  # a folder that was moved or deleted, not a model name
+        raise ModelError("CLIP folder not found", str(path), MOVED_FIX)
     if name not in open_clip.list_models():
-        raise ModelError(f"unknown CLIP model '{name}'", f"--clip {spec}",
-                         "use an open_clip name such as ViT-L-14:openai, a model folder, or 'world'")
+        raise ModelError(f"unknown CLIP model '{name}'", where,
+                         "name an open_clip model such as ViT-L-14:openai, a CLIP folder, or 'world'")
     if not pretrained:
-        raise ModelError(f"no pretrained weights named for CLIP '{name}'", f"--clip {spec}",
+        raise ModelError(f"no pretrained weights named for CLIP '{name}'", where,
                          f"add a tag or a checkpoint file, e.g. {name}:openai")
-    if Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"} or Path(pretrained).exists():
-        if not Path(pretrained).is_file():
-            raise ModelError("CLIP checkpoint file not found", pretrained, "check the path")
-        return ClipSource(name, pretrained, f"{name}-{file_digest(Path(pretrained))}")
+    if Path(pretrained).suffix in {".safetensors", *PICKLE_SUFFIXES} or Path(pretrained).exists():
+        return ClipSource(name, pretrained, f"{name}-{_checkpoint_digest(pretrained)}")
     if pretrained not in open_clip.list_pretrained_tags_by_model(name):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
-        raise ModelError(f"unknown pretrained tag '{pretrained}' for CLIP '{name}'", f"--clip {spec}",
-                         f"known tags: {tags}")
+        raise ModelError(f"unknown pretrained tag '{pretrained}' for CLIP '{name}'", where, f"known tags: {tags}")
     return ClipSource(name, pretrained, spec)
+
+
+MOVED_FIX = ("check the path; a trained model names its CLIP by the absolute path it was trained with, so put a "
+             "moved CLIP folder back there")
+
+
+def _names_a_path(name: str) -> bool:
+    return "/" in name or "\\" in name or name.startswith((".", "~"))
+
+
+def _folder_source(path: Path) -> ClipSource:
+    """A CLIP folder in open_clip's layout, whose weights must be its safetensors file: open_clip would
+    otherwise pick up whichever pickle lies beside the config."""
+    if not (path / CONFIG_FILE).exists():
+        raise ModelError(f"no {CONFIG_FILE} in the CLIP folder", str(path),
+                         "use a folder written by stylecap or open_clip (open_clip_config.json + "
+                         "open_clip_model.safetensors), a NAME:TAG, or 'world'")
+    if not (path / WEIGHTS_FILE).exists():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        what = (f"its weights are a pickle ({pickles[0]}), which stylecap never loads" if pickles
+                else f"no {WEIGHTS_FILE}")
+        raise ModelError(f"CLIP folder without safetensors weights: {what}", str(path),
+                         f"save the weights as {WEIGHTS_FILE} (safetensors.torch.save_file)")
+    return ClipSource(f"local-dir:{path.resolve()}", None, f"dir-{_model_files_digest(path)}")
+
+
+def _checkpoint_digest(checkpoint: str) -> str:
+    """The identity of a user's CLIP checkpoint file, which must exist and be safetensors."""
+    if not Path(checkpoint).is_file():
+        raise ModelError("CLIP checkpoint file not found", checkpoint, "check the path")
+    refuse_pickle_file(checkpoint, "CLIP checkpoint")
+    return file_digest(Path(checkpoint))
 
 
 def _model_files_digest(folder: Path) -> str:
@@ -103,15 +142,17 @@ def _custom_config_source(config_path: Path, checkpoint: str | None) -> ClipSour
 
     if not config_path.is_file():
         raise ModelError("CLIP model config not found", str(config_path), "check the path")
-    cfg = json.loads(config_path.read_text())
+    cfg = read_json_object(config_path, "CLIP model config")
     cfg = cfg.get("model_cfg", cfg)
+    towers = [cfg.get(key) for key in ("vision_cfg", "text_cfg")] if isinstance(cfg, dict) else []
+    if not towers or not all(isinstance(tower, dict) for tower in towers):
+        raise ModelError("not an open_clip model config: no vision_cfg and text_cfg objects", str(config_path),
+                         "pass an open_clip model config (model_cfg JSON)")
     name = f"stylecap-custom-{text_digest([json.dumps(cfg, sort_keys=True)])}"
     open_clip.factory._MODEL_CONFIGS[name] = cfg  # the registry add_model_config fills, keyed by our name
     parts = [json.dumps(cfg, sort_keys=True)]
     if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise ModelError("CLIP checkpoint file not found", checkpoint, "check the path")
-        parts.append(file_digest(Path(checkpoint)))
+        parts.append(_checkpoint_digest(checkpoint))
     return ClipSource(name, checkpoint, f"custom-{text_digest(parts)}")
 
 
@@ -124,13 +165,13 @@ class ClipEncoder:
         self.spec = spec
         self.source = resolve_clip(spec)
         self.device = torch.device(device) if device else default_device()
+        model_name, pretrained = checked_files(self.source, spec)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.source.model_name, pretrained=self.source.pretrained, device=self.device)
-            self.tokenizer = open_clip.get_tokenizer(self.source.model_name)
-        except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
-            raise ModelError(f"could not load CLIP '{spec}': {first_line(exc)}", None,
-                             "check the name, or that you are online for downloadable weights") from exc
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained,
+                                                                         device=self.device)
+            self.tokenizer = open_clip.get_tokenizer(model_name)
+        except (*LOAD_ERRORS, AssertionError) as exc:  # open_clip checks some checkpoint shapes with assert
+            raise _clip_error(spec, pretrained, exc) from exc
         self.model = model.eval().requires_grad_(False)
         self.preprocess: Callable = preprocess
         self.dim = int(self.model.text_projection.shape[-1]) if hasattr(self.model, "text_projection") \
@@ -177,6 +218,103 @@ class ClipEncoder:
     def _autocast(self):
         dtype = autocast_dtype(self.device)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def checked_files(source: ClipSource, spec: str) -> tuple[str, str | None]:
+    """The open_clip arguments for ``source`` once every file open_clip will read is known to be safe:
+    weights in safetensors and intact (downloaded first for hub repositories and pretrained tags, so
+    a failed download is our one line rather than open_clip's log output), no custom code."""
+    import open_clip
+
+    name, pretrained = source.model_name, source.pretrained
+    if name.startswith(HUB_PREFIX):
+        name = LOCAL_PREFIX + str(_hub_folder(name[len(HUB_PREFIX):], spec))
+    if name.startswith(LOCAL_PREFIX):
+        folder = Path(name[len(LOCAL_PREFIX):])
+        check_safetensors(folder / WEIGHTS_FILE, "CLIP weights file")
+        config = read_json_object(folder / CONFIG_FILE, "CLIP config")
+        _refuse_text_tower_code(config.get("model_cfg") or {})
+        return name, None
+    _refuse_text_tower_code(open_clip.get_model_config(name) or {})
+    if pretrained and (Path(pretrained).suffix == ".safetensors" or Path(pretrained).is_file()):
+        refuse_pickle_file(pretrained, "CLIP checkpoint")
+        check_safetensors(Path(pretrained), "CLIP checkpoint")
+    elif pretrained:
+        _fetch_tag_weights(name, pretrained, spec)
+    return name, pretrained
+
+
+HUB_PREFIX, LOCAL_PREFIX = "hf-hub:", "local-dir:"
+OFFLINE_FIX = "connect once to download it (it is cached), or use a local CLIP folder or 'world'"
+
+
+def _hub_folder(repo: str, spec: str) -> Path:
+    """A hub repository in open_clip's layout, fetched as config + safetensors weights only."""
+    config = _download(repo, CONFIG_FILE, spec)
+    _download(repo, WEIGHTS_FILE, spec)
+    return Path(config).parent
+
+
+def _fetch_tag_weights(name: str, tag: str, spec: str) -> None:
+    """Put a pretrained tag's safetensors weights in the hub cache, where open_clip looks first."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if cfg.get("file"):
+        refuse_pickle_file(cfg["file"], "CLIP checkpoint")
+        return
+    if not cfg.get("hf_hub"):
+        raise ModelError(f"open_clip offers CLIP '{name}:{tag}' only as a pickle download, which stylecap never "
+                         "loads", f"CLIP {spec}", "use another tag, or a safetensors checkpoint (NAME:FILE.safetensors)")
+    repo, filename = cfg["hf_hub"].rstrip("/"), ""
+    if not cfg["hf_hub"].endswith("/"):
+        repo, _, filename = repo.rpartition("/")
+    _download(repo, _safetensors_name(filename), spec)
+
+
+def _safetensors_name(filename: str) -> str:
+    """The safetensors twin open_clip looks for before a pickle of this name."""
+    if not filename or filename == "open_clip_pytorch_model.bin":
+        return WEIGHTS_FILE
+    return str(Path(filename).with_suffix(".safetensors"))
+
+
+def _download(repo: str, filename: str, spec: str) -> str:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
+
+    try:
+        return hf_hub_download(repo, filename)
+    except LocalEntryNotFoundError as exc:
+        raise ModelError(f"CLIP '{spec}' is not in the local hub cache and cannot be downloaded now "
+                         f"({first_line(exc, 100)})", f"{repo}/{filename}", OFFLINE_FIX) from None
+    except RemoteEntryNotFoundError:
+        raise ModelError(f"CLIP '{spec}' has no {filename} on the hub, and stylecap loads no pickle",
+                         f"{repo}", "use a CLIP published with safetensors weights") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"could not download CLIP '{spec}': {first_line(exc, 200)}", f"{repo}/{filename}",
+                         OFFLINE_FIX) from None
+
+
+def _refuse_text_tower_code(model_cfg: dict) -> None:
+    """A CLIP whose text tower is a transformers model: open_clip loads its config and tokenizer without
+    saying whether custom code may run (transformers would ask on stdin); refuse such code first."""
+    text_cfg = model_cfg.get("text_cfg") if isinstance(model_cfg, dict) else None
+    for key, part in (("hf_model_name", "config"), ("hf_tokenizer_name", "tokenizer")):
+        ref = text_cfg.get(key) if isinstance(text_cfg, dict) else None
+        if isinstance(ref, str) and ref:
+            refuse_hub_custom_code(ref, part)
+
+
+def _clip_error(spec: str, checkpoint: str | None, exc: BaseException) -> ModelError:
+    mismatch = state_dict_mismatch(exc)
+    if isinstance(exc, AssertionError):  # open_clip's own shape checks
+        mismatch = str(exc) or "a tensor of another shape"
+    if mismatch:
+        return ModelError(f"the CLIP weights do not fit the architecture named in '{spec}': {mismatch}", checkpoint,
+                          "name the architecture the checkpoint was trained as (NAME:FILE or CONFIG.json:FILE)")
+    return ModelError(f"could not load CLIP '{spec}': {load_error_line(exc)}", None,
+                      "check the CLIP's files (open_clip_config.json, weights) or the spec")
 
 
 def _normalise(chunks: list[torch.Tensor], dim: int) -> torch.Tensor:

@@ -5,8 +5,15 @@ vectors towards where image vectors lie, then adds noise and renormalises. In ev
 identity: at test time the model reads real image vectors, which need no adapting.
 
 Kinds: ``noise`` (CLOSE's Gaussian noise), ``mean-shift`` (add mean image − mean text, then noise),
-``linear`` (ridge map text → image, then noise) and ``covariance`` (mean shift, then noise shaped like
-the covariance of real image − text differences).
+``linear`` (ridge map text → image, then noise), ``covariance`` (mean shift, then noise shaped like
+the covariance of real image − text differences) and ``coral`` (whiten the text covariance, recolour
+with the image covariance, move to the image mean: second-order alignment, then noise).
+
+``mean-shift`` and ``coral`` use only the two sets' means and covariances, so they can be fitted from
+images and texts that are not paired (``needs_pairs`` False): a user's own photos and the training
+captions. Without pairs the cosine an image keeps to its caption cannot be measured; it is estimated
+by the mean cosine of each image to its nearest text (:func:`nearest_text_cosine`), which is what
+``--noise auto`` then covers.
 
 Adding an adapter: subclass :class:`GapAdapter`, give it a ``kind``, register its buffers (fixed
 shapes, known from ``dim``) in ``__init__``, implement ``fit`` (from paired text/image vectors) and
@@ -39,6 +46,7 @@ class GapAdapter(nn.Module):
 
     kind: ClassVar[str] = "noise"
     needs_fit: ClassVar[bool] = False
+    needs_pairs: ClassVar[bool] = False  # does ``fit`` need the i-th text to describe the i-th image?
 
     def __init__(self, dim: int, noise: float):
         super().__init__()
@@ -100,6 +108,7 @@ class LinearAdapter(GapAdapter):
 
     kind = "linear"
     needs_fit = True
+    needs_pairs = True
 
     def __init__(self, dim: int, noise: float):
         super().__init__(dim, noise)
@@ -157,6 +166,7 @@ class CovarianceAdapter(MeanShiftAdapter):
     """
 
     kind = "covariance"
+    needs_pairs = True
 
     def __init__(self, dim: int, noise: float):
         super().__init__(dim, noise)
@@ -183,8 +193,79 @@ def difference_spectrum(text_vecs: torch.Tensor, image_vecs: torch.Tensor) -> tu
     return values.flip(0).clamp(min=0), vectors.flip(1)
 
 
+class CoralAdapter(GapAdapter):
+    """Second-order alignment without pairs (CORAL): centre the text vectors, whiten them with the
+    text covariance, recolour them with the image covariance and move them to the image mean; then
+    noise. The unpaired counterpart of the linear adapter: it matches the image set's mean and
+    covariance, where the linear map matches each image.
+
+    Both covariances are shrunk towards a multiple of the identity (Ledoit–Wolf), so a few dozen
+    images in a 768-d space still give a well-conditioned map.
+    """
+
+    kind = "coral"
+    needs_fit = True
+
+    def __init__(self, dim: int, noise: float):
+        super().__init__(dim, noise)
+        self.register_buffer("weight", torch.eye(dim))
+        self.register_buffer("bias", torch.zeros(dim))
+
+    def shift(self, text_vecs: torch.Tensor) -> torch.Tensor:
+        return text_vecs @ self.weight + self.bias
+
+    def fit(self, text_vecs: torch.Tensor, image_vecs: torch.Tensor) -> dict:
+        x, y = text_vecs.double(), image_vecs.double()
+        text_cov, text_shrink = shrunk_covariance(x)
+        image_cov, image_shrink = shrunk_covariance(y)
+        weight = _matrix_power(text_cov, -0.5) @ _matrix_power(image_cov, 0.5)
+        self.weight.copy_(weight.float())
+        self.bias.copy_((y.mean(0) - x.mean(0) @ weight).float())
+        return {"texts": len(x), "images": len(y), "text_shrinkage": text_shrink, "image_shrinkage": image_shrink}
+
+
+def shrunk_covariance(x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(Σ*, ρ): the covariance of the rows of ``x`` shrunk towards m·I (m its mean eigenvalue),
+    Σ* = (1 − ρ)·S + ρ·m·I, with the Ledoit–Wolf (2004) estimate of the ρ that minimises the expected
+    squared error. ρ ≈ 1 when there are few rows for the dimension, ≈ 0 when there are many."""
+    n, dim = x.shape
+    centred = x - x.mean(0)
+    sample = centred.T @ centred / max(n, 1)
+    mean_eigenvalue = float(sample.trace()) / dim
+    target = mean_eigenvalue * torch.eye(dim, dtype=x.dtype)
+    spread = float(((sample - target) ** 2).sum())  # ‖S − m·I‖²_F
+    if spread <= 0:  # already a multiple of the identity (or one row): nothing to shrink
+        return sample, 0.0
+    # Σ_k ‖x_k x_kᵀ − S‖²_F / n², without forming the n outer products
+    norms = (centred ** 2).sum(1)
+    per_row = norms ** 2 - 2 * ((centred @ sample) * centred).sum(1) + float((sample ** 2).sum())
+    noise = min(float(per_row.sum()) / n ** 2, spread)
+    rho = noise / spread
+    return (1 - rho) * sample + rho * target, rho
+
+
+def _matrix_power(matrix: torch.Tensor, power: float) -> torch.Tensor:
+    """A symmetric positive semi-definite matrix to a real power, via its eigendecomposition."""
+    values, vectors = torch.linalg.eigh(matrix)
+    floor = float(values.max()) * 1e-9  # eigenvalues at rounding level are treated as this, not 0
+    return (vectors * values.clamp(min=floor) ** power) @ vectors.T
+
+
+def nearest_text_cosine(image_vecs: torch.Tensor, text_vecs: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """For each image, its cosine to the nearest text (both sets normalised here): how close the
+    text side comes to an image when no pairs say which text is its own."""
+    image_vecs = F.normalize(image_vecs.float(), dim=-1)
+    text_vecs = F.normalize(text_vecs.float(), dim=-1)
+    best = torch.full((len(image_vecs),), -1.0)
+    for start in range(0, len(text_vecs), block):
+        best = torch.maximum(best, (image_vecs @ text_vecs[start:start + block].T).max(1).values)
+    return best
+
+
 ADAPTERS: dict[str, type[GapAdapter]] = {
-    cls.kind: cls for cls in (NoiseAdapter, MeanShiftAdapter, LinearAdapter, CovarianceAdapter)}
+    cls.kind: cls for cls in (NoiseAdapter, MeanShiftAdapter, LinearAdapter, CovarianceAdapter, CoralAdapter)}
+PAIRED_KINDS = ("mean-shift", "linear", "covariance")  # what `gap fit --pairs` fits unless told
+UNPAIRED_KINDS = tuple(kind for kind, cls in ADAPTERS.items() if cls.needs_fit and not cls.needs_pairs)
 
 
 def build_adapter(kind: str, dim: int, noise: float) -> GapAdapter:
@@ -247,8 +328,8 @@ def resolve_noise(noise: float | str | None, gap_dir: Path | None, dim: int,
 # ----------------------------------------------------------------------------- gap folders
 
 def fit_adapters(text_vecs: torch.Tensor, image_vecs: torch.Tensor, kinds=None, noise: float = 0.0) -> dict:
-    """{kind: (fitted adapter, fit statistics)} for every kind that needs a fit (or those asked for)."""
-    kinds = kinds or [kind for kind, cls in ADAPTERS.items() if cls.needs_fit]
+    """{kind: (fitted adapter, fit statistics)} for the kinds asked for (default: ``PAIRED_KINDS``)."""
+    kinds = kinds or list(PAIRED_KINDS)
     fitted = {}
     for kind in kinds:
         adapter = build_adapter(kind, text_vecs.shape[1], noise)
@@ -256,6 +337,40 @@ def fit_adapters(text_vecs: torch.Tensor, image_vecs: torch.Tensor, kinds=None, 
         # what the shift leaves of the gap: the cosine --noise auto covers with this adapter
         with torch.no_grad():
             stats[COS_AFTER] = float(F.cosine_similarity(adapter.shift(text_vecs.float()), image_vecs.float()).mean())
+        fitted[kind] = (adapter, stats)
+    return fitted
+
+
+def check_paired_kinds(kinds: list[str] | None) -> None:
+    """Every kind asked for names an adapter (a usage error naming it otherwise)."""
+    for kind in kinds or []:
+        build_adapter(kind, 1, 0.0)
+
+
+def check_unpaired_kinds(kinds: list[str] | None) -> list[str]:
+    """The adapters to fit without pairs (default: every kind that can be); a kind that needs pairs,
+    or no kind at all, is a usage error."""
+    for kind in kinds or []:
+        build_adapter(kind, 1, 0.0)  # an unknown kind is named here
+        if ADAPTERS[kind].needs_pairs:
+            raise UsageError(f"the '{kind}' adapter is fitted from image–caption pairs", "--adapters",
+                             f"from unpaired images and texts fit {' or '.join(UNPAIRED_KINDS)}; or give --pairs")
+    return list(kinds or UNPAIRED_KINDS)
+
+
+def fit_unpaired(text_vecs: torch.Tensor, image_vecs: torch.Tensor, kinds=None, noise: float = 0.0) -> dict:
+    """{kind: (fitted adapter, fit statistics)} from a set of texts and a set of images that are not
+    paired. What each shift leaves of the gap is estimated by the mean cosine of each image to its
+    nearest shifted text (``cos_image_caption_after_shift``, what ``--noise auto`` covers)."""
+    kinds = check_unpaired_kinds(kinds)
+    fitted = {}
+    for kind in kinds:
+        adapter = build_adapter(kind, text_vecs.shape[1], noise)
+        stats = adapter.fit(text_vecs.float(), image_vecs.float())
+        with torch.no_grad():
+            shifted = adapter.shift(text_vecs.float())
+        stats[COS_AFTER] = float(nearest_text_cosine(image_vecs, shifted).mean())
+        stats["cos_after_shift_estimated_by"] = "nearest text"
         fitted[kind] = (adapter, stats)
     return fitted
 
@@ -298,7 +413,8 @@ def load_fitted_adapter(kind: str, gap_dir: Path | None, noise: float, dim: int)
         return adapter
     if gap_dir is None:
         raise UsageError(f"the '{kind}' adapter must be fitted first", "--adapter",
-                         "run `stylecap gap fit --clip … --pairs … --out GAP` and pass --gap GAP")
+                         "run `stylecap gap fit --clip … --pairs … --out GAP` (or --images DIR --texts FILE "
+                         "without pairs) and pass --gap GAP")
     from safetensors.torch import load_file
 
     meta = read_gap(gap_dir, dim)

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 from stylecap.core.answers import normalize_answer
 from stylecap.core.tasks.entailment import LABELS
-from stylecap.errors import UsageError
+from stylecap.errors import InputError
 
 # ----------------------------------------------------------------------------- VQA (official)
 
@@ -143,9 +143,9 @@ def _require_java() -> None:
     import shutil
 
 
-    if shutil.which("java") is None:
-        raise UsageError("captioning metrics need Java (the PTB tokenizer and METEOR are Java programs)",
-                         "java", "install a Java runtime (8 or later) and put `java` on PATH")
+    if shutil.which("java") is None:  # a missing outside tool the run needs: an input problem (exit 3)
+        raise InputError("captioning metrics need Java (the PTB tokenizer and METEOR are Java programs)",
+                         "java not found on PATH", "install a Java runtime (8 or later) and put `java` on PATH")
 
 
 # ----------------------------------------------------------------------------- dispatch

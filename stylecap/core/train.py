@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -63,8 +64,10 @@ class EpochBatches(torch.utils.data.Sampler):
             epoch, position = divmod(micro, self.per_epoch)
             order = torch.randperm(self.n_rows, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
             global_size = self.batch_size * self.world
-            begin = position * global_size + self.rank * self.batch_size
-            yield order[begin:begin + self.batch_size].tolist()
+            # Each process takes every world-th row of the global batch: with fewer rows than a global
+            # batch (a small data set, many processes) every process still gets its share.
+            begin = position * global_size
+            yield order[begin:begin + global_size][self.rank::self.world].tolist()
             micro += 1
 
 
@@ -75,7 +78,8 @@ class RowBatches(torch.utils.data.Dataset):
         self.vectors, self.rows, self.builder = vectors, rows, builder
 
     def __getitem__(self, indices: list[int]):
-        rows = [self.rows[i] for i in indices]
+        # rows that are made a batch at a time (retrieval: one search per batch) say so with ``batch``
+        rows = self.rows.batch(indices) if hasattr(self.rows, "batch") else [self.rows[i] for i in indices]
         batch = self.builder([r.input_text for r in rows], [r.target for r in rows])
         batch["clip_vecs"] = self.vectors[[r.vector for r in rows]]
         return batch
@@ -96,6 +100,10 @@ def train(vectors: torch.Tensor, rows: Sequence[Row], config: CloseConfig, optio
     # cpu=True without CUDA lets a `torchrun` launch on CPU form a gloo process group.
     accelerator = Accelerator(mixed_precision=_precision(options.mixed_precision),
                               gradient_accumulation_steps=options.grad_accum, cpu=not torch.cuda.is_available())
+    if len(rows) < accelerator.num_processes:  # a process without rows would have no batch to pad
+        raise UsageError(f"{len(rows)} training example(s) cannot be shared by {accelerator.num_processes} processes: "
+                         "each needs at least one", str(options.out_dir),
+                         f"launch at most {len(rows)} process(es), or add data")
     set_seed(options.seed)
     run_meta = {"config": asdict(config), "options": _jsonable(asdict(options)), "rows": len(rows)}
     _check_or_write_run(out, run_meta, options.resume, accelerator.is_main_process)
@@ -115,8 +123,8 @@ def train(vectors: torch.Tensor, rows: Sequence[Row], config: CloseConfig, optio
     if checkpoint:
         step = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler,
                                accelerator.process_index)
-        if accelerator.is_main_process:
-            _truncate_metrics(out / "metrics.jsonl", step)
+    if options.resume and accelerator.is_main_process:  # also with no checkpoint yet: lines of a killed start
+        _truncate_metrics(out / "metrics.jsonl", step)
     sampler = EpochBatches(len(rows), options.batch_size, options.seed, accelerator.process_index,
                            accelerator.num_processes, start=step * options.grad_accum)
     # A private generator: creating the iterator must not draw from the global RNG, whose restored state
@@ -174,8 +182,23 @@ def _loop(accelerator, model, optimizer, scheduler, loader, step, steps, options
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from: they will be written again."""
     if path.exists():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = [line for line in path.read_text().splitlines()
+                if (logged := _logged_step(line)) is not None and logged <= step]
+        _write_atomically(path, "".join(line + "\n" for line in kept))
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of a metrics line; None for a line a kill cut short."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _warmup_linear(step: int, warmup: int, total: int) -> float:
@@ -209,14 +232,24 @@ def _check_or_write_run(out: Path, meta: dict, resume: bool, is_main: bool) -> N
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").unlink(missing_ok=True)
-        path.write_text(json.dumps(meta, indent=2))
+        _write_atomically(path, json.dumps(meta, indent=2))
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
+CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")  # step-N.tmp is a checkpoint still (or never) being written
+
+
+def complete_checkpoints(out: Path) -> list[Path]:
+    """Published checkpoints, oldest first: renamed from their .tmp folder, so every file is in place."""
+    found = [p for p in (Path(out) / "checkpoints").glob("step-*")
+             if CHECKPOINT_NAME.match(p.name) and (p / "state.json").exists()]
+    return sorted(found, key=lambda p: int(CHECKPOINT_NAME.match(p.name).group(1)))
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    done = [p for p in (Path(out) / "checkpoints").glob("step-*") if (p / "state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+    done = complete_checkpoints(out)
+    return done[-1] if done else None
 
 
 def save_checkpoint(out: Path, step: int, accelerator, model, optimizer, scheduler, keep: int) -> Path:
@@ -241,7 +274,8 @@ def save_checkpoint(out: Path, step: int, accelerator, model, optimizer, schedul
         (tmp / "state.json").write_text(json.dumps({"step": step, "processes": accelerator.num_processes}))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.replace(folder)
-        for old in sorted(folder.parent.glob("step-*"), key=lambda p: p.name)[:-keep]:
+        stale = [p for p in folder.parent.glob("step-*") if not CHECKPOINT_NAME.match(p.name)]  # killed saves
+        for old in complete_checkpoints(out)[:-keep] + stale:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return folder

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stylecap.core.encoders import ClipEncoder
-from stylecap.core.images import iter_image_vectors
+from stylecap.core.images import is_file, iter_image_vectors
 from stylecap.core.tasks import Examples
 from stylecap.errors import InputError
 from stylecap.paths import cache_root, text_digest
@@ -82,20 +82,34 @@ def encode_texts_cached(encoder: ClipEncoder, texts: Sequence[str], progress: bo
 
 def image_vectors(encoder: ClipEncoder, examples: Examples, where: str, batch_size: int = 64,
                   progress: bool = True) -> tuple[Examples, torch.Tensor]:
-    """CLIP image vectors for the examples whose image can be read; the others are counted, and it is
-    an error only when none can be read."""
+    """CLIP image vectors for the examples whose image can be read (see :func:`readable_image_vectors`)."""
+    kept, vectors, _ = readable_image_vectors(encoder, examples, where, batch_size, progress)
+    return kept, vectors
+
+
+def readable_image_vectors(encoder: ClipEncoder, examples: Examples, where: str, batch_size: int = 64,
+                           progress: bool = True) -> tuple[Examples, torch.Tensor, list[dict]]:
+    """CLIP image vectors for the examples whose image can be read, and the images that cannot:
+    ``{"image", "reason"}`` each (``{"item", "reason"}`` for an example whose reader found no file to
+    name). They are counted in ``skipped`` once per image, however many examples share it (several
+    questions or hypotheses per picture); it is an error only when none can be read."""
     skipped = Counter(examples.skipped)
-    present = [ex for ex in examples if ex.image and Path(ex.image).is_file()]
-    skipped["missing images"] += len(examples) - len(present)
-    found, _ = encode_image_files(encoder, [str(ex.image) for ex in present], batch_size, progress)
-    kept = [ex for ex in present if str(ex.image) in found]
-    skipped["unreadable images"] += len(present) - len(kept)
+    unnamed = [{"item": ex.id, "reason": "no image file found for it"} for ex in examples if not ex.image]
+    images = list(dict.fromkeys(str(Path(ex.image)) for ex in examples if ex.image))  # spelled as decoded
+    present = [image for image in images if is_file(image)]
+    found, unreadable = encode_image_files(encoder, present, batch_size, progress)
+    missing = sorted(set(images) - set(present))
+    failures = unnamed + [{"image": image, "reason": "missing"} for image in missing]
+    failures += [{"image": failure.path, "reason": failure.reason} for failure in unreadable]
+    skipped["missing images"] += len(missing) + len(unnamed)
+    skipped["unreadable images"] += len(unreadable)
+    kept = [ex for ex in examples if ex.image and str(Path(ex.image)) in found]
     if not kept:
-        raise InputError(f"none of the {len(examples)} images could be read ({skipped['missing images']} missing, "
-                         f"{skipped['unreadable images']} unreadable)", where,
+        raise InputError(f"none of the {len(images) + len(unnamed)} images could be read "
+                         f"({skipped['missing images']} missing, {skipped['unreadable images']} unreadable)", where,
                          "pass --images DIR, the folder the dataset's image paths are relative to")
     skipped = Counter({k: v for k, v in skipped.items() if v})
-    return Examples(kept, skipped), torch.stack([found[str(ex.image)] for ex in kept])
+    return Examples(kept, skipped), torch.stack([found[str(Path(ex.image))] for ex in kept]), failures
 
 
 def encode_image_files(encoder: ClipEncoder, paths: Sequence[str | Path], batch_size: int = 64,

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable
 
 import psutil
-import torch
 
 
 @dataclass
@@ -115,6 +114,8 @@ class _PeakMemory:
 
 
 def environment() -> dict:
+    import torch  # here, not at the top: the generate bench runs without torch
+
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     return {"device": device, "torch": torch.__version__, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version()}

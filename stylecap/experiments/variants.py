@@ -1,8 +1,9 @@
 """The one variant runner of the demo, `bench quality` and `gap sweep`: train a variant (or reuse it
 when everything that made it is unchanged), caption held-out image vectors with it, score captions.
 
-A variant is a training input (text, or images for the reference), a σ and a gap adapter. Its run
-folder is keyed by a digest of every input that shapes the model — task, variant, data file (path,
+A variant is a training input (text, or images for the reference), a σ, a gap adapter (fitted from
+pairs or from unpaired images, from how many images) and the memory levers it reads at test time.
+Its run folder is keyed by a digest of every input that shapes the model — task, variant, data file (path,
 size, mtime), split, CLIP weights, LM, step budget, seed, the fitted gap and the stylecap version —
 so a rerun with anything changed trains afresh instead of reporting stale numbers, and an unchanged
 rerun (or an interrupted one, from its checkpoints) reuses what is finished.
@@ -46,11 +47,18 @@ class Variant:
     input: str = "text"  # text (CLOSE) | images (the image-trained reference)
     noise: float | str | None = None  # σ, "auto" (from the fitted gap) or None (the task's paper σ)
     adapter: str = "noise"
+    projection: bool = False  # test time: read the memory projection of the image vector (no images needed)
+    retrieve: int = 0  # the decoder reads this many retrieved training texts (no images needed)
+    gap: str = "pairs"  # the gap is fitted from image–caption "pairs" or from "unpaired" images and texts
+    images: int | None = None  # …with at most this many images (None: the whole pairs split)
+    regime: str = ""  # what the user has: "no images", "unpaired images", "pairs" (for the report)
 
     @classmethod
     def from_plan(cls, name: str, entry: dict) -> "Variant":
         noise = entry.get("noise")
-        return cls(name, entry.get("input", "text"), None if noise == "task" else noise, entry.get("adapter", "noise"))
+        return cls(name, entry.get("input", "text"), None if noise == "task" else noise, entry.get("adapter", "noise"),
+                   entry.get("projection", False), entry.get("retrieve", 0), entry.get("gap", "pairs"),
+                   entry.get("images"), entry.get("regime", ""))
 
     @property
     def needs_gap(self) -> bool:
@@ -85,7 +93,8 @@ def train_variant(task: str, variant: Variant, data: Path, read: ReadOptions | N
         return run / "model"
     gap = gap_dir if variant.needs_gap else None
     choices = ModelChoices(clip=budget.clip, lm=budget.lm, noise=variant.noise, adapter=variant.adapter, gap=gap,
-                           lora=budget.lora, max_target_len=budget.max_target_len)
+                           lora=budget.lora, max_target_len=budget.max_target_len,
+                           memory_projection=variant.projection, retrieve=variant.retrieve)
     options = TrainOptions(out_dir=run, steps=budget.steps, batch_size=budget.batch_size, lr=budget.lr,
                            seed=budget.seed, checkpoint_every=NO_CHECKPOINTS, progress=budget.progress,
                            resume=(run / "checkpoints").exists())

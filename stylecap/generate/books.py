@@ -1,17 +1,24 @@
 """Books: plain text or EPUB, reduced to the story itself (no licence, title page or contents).
 
+A `Book` is read as a stream, once per pass (where the story lies, which names it uses, its
+sentences), so no pass holds the whole book's sentences and a plain-text book is never whole in
+memory.
+
 An EPUB is a zip file from anywhere: it is read with caps on what it may unpack (a zip bomb is
 refused from its declared sizes, before anything is unpacked) and every way it can be broken
 becomes a BadBook with the reason, never a traceback."""
 from __future__ import annotations
 
+import codecs
 import io
 import posixpath
 import re
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
@@ -19,6 +26,7 @@ _LICENCE_START = re.compile(r"^\*{3}\s*START OF (?:THE|THIS) PROJECT GUTENBERG.*
 _LICENCE_END = re.compile(r"^\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 _HEADING = re.compile(r"^[ \t]*(?:chapter|book|part|prologue)\b[^\n]{0,60}$", re.M | re.I)
 _PROSE = 500  # characters of text after a heading that make it the start of the story
+_READ = 1 << 20  # bytes read (or characters handed on) at a time
 # The longest novels are a few MB of XHTML; these leave a wide margin and still stop a zip bomb.
 MAX_MEMBER_BYTES = 16 << 20  # one file inside an EPUB, unpacked
 MAX_BOOK_BYTES = 64 << 20  # everything read from one EPUB, unpacked
@@ -57,6 +65,142 @@ def story_span(text: str) -> tuple[int, int]:
 def without_headings(text: str) -> str:
     """`text` with chapter headings blanked out (same length, so offsets still point into it)."""
     return _HEADING.sub(lambda m: " " * len(m.group()), text)
+
+
+class Book:
+    """A book file, or a book's bytes, read as a stream of text as many times as a pass needs.
+    Plain text is decoded as `book_text` decodes it (UTF-8, else cp1252, else Latin-1); an EPUB's
+    chapters are unpacked once (within the caps above) and held as text."""
+
+    def __init__(self, source: str | Path | bytes):
+        self.handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+        self._epub: str | None = None
+        self._encoding: str | None = None
+        self._span: tuple[int, int] | None = None
+        self.has_text = False
+        if self.handle.read(2) == b"PK":
+            self.handle.seek(0)
+            try:
+                self._epub = _epub_text(self.handle.read())
+            finally:
+                self.handle.close()
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def text(self) -> Iterator[str]:
+        """The book's text in pieces; joined, they are `book_text` of the file."""
+        if self._epub is not None:
+            for start in range(0, len(self._epub), _READ):
+                yield self._epub[start:start + _READ]
+            return
+        if self._encoding is None:
+            self._encoding = self._find_encoding()
+        yield from self._decoded(self._encoding)
+
+    def _find_encoding(self) -> str:
+        for encoding in ("utf-8-sig", "cp1252"):
+            try:
+                for _ in self._decoded(encoding):
+                    pass
+                return encoding
+            except UnicodeDecodeError:
+                continue
+        return "latin-1"
+
+    def _decoded(self, encoding: str) -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder(encoding)()
+        self.handle.seek(0)
+        while data := self.handle.read(_READ):
+            yield decoder.decode(data)
+        yield decoder.decode(b"", final=True)
+
+    def span(self) -> tuple[int, int]:
+        """Where the story starts and ends, as `story_span` finds it in the whole text."""
+        if self._span is None:
+            finder, length = _StoryFinder(), 0
+            for offset, line in _lines(self.text()):
+                finder.feed(offset, line)
+                self.has_text = self.has_text or not line.isspace()
+                length = offset + len(line)
+            self._span = finder.result(length)
+        return self._span
+
+    def story(self) -> Iterator[str]:
+        """The story's text (from `span()[0]`) in pieces of whole lines, chapter headings blanked
+        as `without_headings` blanks them."""
+        start, end = self.span()
+        pieces, size = [], 0
+        for offset, line in _lines(self.text()):
+            if offset + len(line) <= start:
+                continue
+            if offset >= end:
+                break
+            if offset >= start and _HEADING.match(line.rstrip("\n")):
+                line = " " * len(line.rstrip("\n")) + line[len(line.rstrip("\n")):]
+            pieces.append(line[max(0, start - offset):end - offset])
+            size += len(pieces[-1])
+            if size >= _READ:
+                yield "".join(pieces)
+                pieces, size = [], 0
+        if pieces:
+            yield "".join(pieces)
+
+
+def _lines(pieces: Iterator[str]) -> Iterator[tuple[int, str]]:
+    """(offset, line) for each line of the text the pieces make, "\n" kept (the last line may lack
+    it). Only "\n" ends a line, as only it does for the patterns above."""
+    offset, rest = 0, ""
+    for piece in pieces:
+        rest += piece
+        start = 0
+        while (newline := rest.find("\n", start)) >= 0:
+            yield offset + start, rest[start:newline + 1]
+            start = newline + 1
+        offset, rest = offset + start, rest[start:]
+    if rest:
+        yield offset, rest
+
+
+class _StoryFinder:
+    """`story_span` as a single pass over lines: the first licence start marker restarts the
+    search; after it, the first end marker ends the story; the story starts at the first heading
+    followed by `_PROSE` characters of text before the next heading (or the end)."""
+
+    def __init__(self):
+        self.marked = False  # a licence start marker was seen
+        self._restart(0)
+
+    def _restart(self, start: int) -> None:
+        self.start, self.end, self.story = start, None, None
+        self.heading_end = None  # the heading whose prose is being measured
+        self.first = self.last = None  # its prose's first and (one past) last non-space character
+
+    def feed(self, offset: int, line: str) -> None:
+        content = line.rstrip("\n")
+        if not self.marked and (marker := _LICENCE_START.match(content)):
+            self.marked = True
+            self._restart(offset + marker.end())
+        elif self.end is None and _LICENCE_END.match(content):
+            self.end = offset
+        elif self.end is None and self.story is None and offset >= self.start:
+            self._story_line(offset, content)
+
+    def _story_line(self, offset: int, content: str) -> None:
+        if _HEADING.match(content):
+            self.heading_end, self.first = offset + len(content), None
+            return
+        if self.heading_end is None or not content.strip():
+            return
+        if self.first is None:
+            self.first = offset + len(content) - len(content.lstrip())
+        self.last = offset + len(content.rstrip())
+        if self.last - self.first >= _PROSE:
+            self.story = self.heading_end
+
+    def result(self, length: int) -> tuple[int, int]:
+        """(start, end) of the story in a text of `length` characters."""
+        return (self.story if self.story is not None else self.start), (length if self.end is None else self.end)
 
 
 def _epub_text(data: bytes) -> str:

@@ -4,7 +4,7 @@ order records reached the raw log, however many runs that takes.
     DIR/raw/judged/state.json        where judging stopped, how long every file below and every
                                      corpus shard was then, and the tallies
     DIR/raw/judged/<part>.log        the filters' memory (see CorpusFilter), appended as it grows
-    DIR/raw/judged/sketch-N.bin      the n-gram count sketch at checkpoint N
+    DIR/raw/judged/sketch-N.npz      the n-gram count sketch at checkpoint N
 
 Survivors are appended to the corpus shards (`DIR/shard-*.jsonl`) batch by batch. A checkpoint
 appends the filters' new memory, writes a new sketch, and only then replaces state.json. A run
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stylecap.errors import InputError
 from stylecap.generate.filters import BATCH, LOGGED, SKETCH_SHAPE, CorpusFilter
 from stylecap.generate.store import SHARD_RECORDS, CorpusStore, _write_atomic
 from stylecap.generate.styles import Filters
@@ -56,9 +57,9 @@ def judge_corpus(store: CorpusStore, filters: Filters, *, checkpoint_records: in
     tally = Counter(state["dropped"])
     judged_now, since_checkpoint, last_checkpoint = 0, 0, time.monotonic()
     for lines, position in _raw_batches(store.raw, state["raw"], batch):
-        records = [json.loads(line) for line in lines]
+        records = _parse(lines, store.raw / position[0])
         verdicts = judge.judge(records)
-        corpus.write([line for line, verdict in zip(lines, verdicts) if verdict is None])
+        corpus.write([line for line, verdict in zip(lines, verdicts, strict=True) if verdict is None])
         tally.update(verdict for verdict in verdicts if verdict is not None)
         state["raw"] = position
         state["raw_records"] += len(lines)
@@ -97,7 +98,7 @@ def _resume(store: CorpusStore, folder: Path, filters: Filters) -> tuple[dict, C
         path = folder / f"{name}.log"
         _truncate(path, state["logs"][name] * np.dtype(dtype).itemsize)
         logs[name] = np.fromfile(path, dtype=dtype)
-    sketch = np.fromfile(folder / state["sketch"], dtype=np.uint32).reshape(SKETCH_SHAPE)
+    sketch = _load_sketch(folder / state["sketch"])
     for stray in folder.glob("sketch-*"):
         if stray.name != state["sketch"]:
             stray.unlink()  # a checkpoint cut short before its state.json
@@ -151,6 +152,14 @@ def _raw_batches(raw: Path, position: list, size: int) -> Iterator[tuple[list[by
         yield lines, [shard, offset]
 
 
+def _parse(lines: list[bytes], shard: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in lines]
+    except ValueError:  # the raw log is written whole by `commit`: only a hand edit breaks a line
+        raise InputError("a raw record is not a JSON line", str(shard),
+                         "remove the broken line, or the corpus folder, and run again") from None
+
+
 def _checkpoint(folder: Path, state: dict, judge: CorpusFilter, corpus: "_CorpusWriter", tally: Counter) -> None:
     """Save everything judged so far; state.json goes last, naming the lengths it stands for."""
     for name, part in judge.take_log().items():
@@ -158,9 +167,8 @@ def _checkpoint(folder: Path, state: dict, judge: CorpusFilter, corpus: "_Corpus
             _append(folder / f"{name}.log", part.tobytes())
         state["logs"][name] += len(part)
     state["checkpoint"] += 1
-    sketch = f"sketch-{state['checkpoint']:06d}.bin"
-    judge.sketch.tofile(folder / (sketch + ".tmp"))
-    os.replace(folder / (sketch + ".tmp"), folder / sketch)
+    sketch = f"sketch-{state['checkpoint']:06d}.npz"
+    _save_sketch(folder / sketch, judge.sketch)
     previous, state["sketch"] = state["sketch"], sketch
     state["corpus"] = corpus.position()
     state["records"] = corpus.total
@@ -168,6 +176,27 @@ def _checkpoint(folder: Path, state: dict, judge: CorpusFilter, corpus: "_Corpus
     _write_atomic(folder / _STATE, json.dumps(state, indent=1))
     if previous:
         (folder / previous).unlink(missing_ok=True)
+
+
+def _save_sketch(path: Path, sketch: np.ndarray) -> None:
+    """The sketch, as its used cells while few are (a small corpus writes kilobytes, not 64 MB)."""
+    used = np.flatnonzero(sketch)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        if len(used) < sketch.size // 3:
+            np.savez(handle, cells=used.astype(np.uint32), counts=sketch.ravel()[used])
+        else:
+            np.savez(handle, dense=sketch)
+    os.replace(tmp, path)
+
+
+def _load_sketch(path: Path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as saved:
+        if "dense" in saved:
+            return saved["dense"].reshape(SKETCH_SHAPE)
+        sketch = np.zeros(SKETCH_SHAPE, np.uint32)
+        sketch.ravel()[saved["cells"]] = saved["counts"]
+        return sketch
 
 
 def _append(path: Path, data: bytes) -> None:

@@ -70,7 +70,7 @@ class LocalLM:
                 self.tally.tokens_in += tokens_in
                 self.tally.tokens_out += tokens_out
                 outcomes = replies
-            for (_, _, future), outcome in zip(batch, outcomes):
+            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():  # its worker was cancelled meanwhile
                     continue
                 if isinstance(outcome, Exception):

@@ -5,7 +5,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from stylecap.generate.text import printable
+from stylecap.errors import printable
 
 
 def _table(title: str, rows: list[tuple[str, object]]) -> Table:

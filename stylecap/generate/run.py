@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import hashlib
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from stylecap.errors import ServiceError, UsageError
@@ -91,6 +92,8 @@ async def _work(pending: list[Item], source, store: CorpusStore, style: Style, s
                 return
             try:
                 found = await source.produce(item)
+                # Filtered and written as they come: a book's sentences are a stream, never a list.
+                written = store.commit(item.key, _accept(item, found, style, source_name, tally))
             except ItemSkipped as exc:  # permanent: recorded as finished, never retried
                 store.commit(item.key, [], skipped=str(exc))
                 tally.skipped += 1
@@ -103,10 +106,8 @@ async def _work(pending: list[Item], source, store: CorpusStore, style: Style, s
                 stopping = True  # the others finish what they hold, then stop
                 raise
             else:
-                records = _accept(item, found, style, source_name, tally)
-                store.commit(item.key, records)
                 tally.done += 1
-                tally.records += len(records)
+                tally.records += written
             tick()
 
     workers = max(1, min(source.concurrency, len(pending)))
@@ -116,20 +117,18 @@ async def _work(pending: list[Item], source, store: CorpusStore, style: Style, s
         raise errors[0]
 
 
-def _accept(item: Item, found: list[Found], style: Style, source_name: str, tally: Tally) -> list[dict]:
-    """Records for the sentences of one input that pass the per-sentence filters."""
+def _accept(item: Item, found: Iterable[Found], style: Style, source_name: str, tally: Tally) -> Iterator[dict]:
+    """Records for the sentences of one input that pass the per-sentence filters, as they come."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    records = []
     for index, candidate in enumerate(found):
         reason = reject_reason(candidate.text, style.filters, seed=candidate.seed,
                                visual=candidate.visual, names=candidate.names)
         if reason:
             tally.rejected[reason] += 1
             continue
-        records.append({"id": record_id(style.name, item.key, index), "style": style.name,
-                        "text": candidate.text, "source": source_name,
-                        "provenance": {"input": item.key, **candidate.provenance}, "time": now})
-    return records
+        yield {"id": record_id(style.name, item.key, index), "style": style.name,
+               "text": candidate.text, "source": source_name,
+               "provenance": {"input": item.key, **candidate.provenance}, "time": now}
 
 
 def record_id(style: str, key: str, index: int) -> str:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from stylecap.errors import UsageError
-from stylecap.generate.books import BadBook, book_text, story_span, without_headings
+from stylecap.generate.books import BadBook, Book
 from stylecap.generate.llm import LLM, ItemFailed, ItemSkipped, LLMSettings, clean_reply, estimate_tokens
 from stylecap.generate.local import LocalLM, check_local_model
 from stylecap.generate.progress import Tally
 from stylecap.generate.seeds import builtin_seeds, seed_set_name
 from stylecap.generate.styles import Style
 from stylecap.generate.tables import existing_file, load_table, read_captions, read_lines, require_columns
-from stylecap.generate.text import frequent_names, name_pattern, split_sentences
+from stylecap.generate.text import frequent_names, iter_sentences, name_pattern, split_sentences
 from stylecap.generate.web import Fetcher, WebSettings, normalize_url, page_text, sitemap_urls
 
 REVIEW_ROWS = 1000  # reviews per item: a resumed run redoes at most this many
@@ -151,17 +151,20 @@ class _FoundTextSource:
         self.tally.requests = self.fetcher.requests
         return page
 
-    def found(self, text: str, provenance: dict, min_name_count: int) -> list[Found]:
-        """The sentences of `text` (a book or a page) as candidates, offsets in `text`."""
-        sentences = split_sentences(text)
+    def found(self, text: Callable[[], Iterable[str]], provenance: dict, min_name_count: int,
+              offset: int = 0) -> Iterator[Found]:
+        """The sentences of a text (a book or a page, starting at `offset`) as candidates, with
+        their offsets, found as a stream: `text()` gives the text in pieces, once to count names
+        (when the style wants characters) and once to split sentences."""
         names = None
         if self.style.filters.characters:
-            given = self.options.characters or frequent_names([s for _, s in sentences], min_name_count)
+            given = self.options.characters or frequent_names(text(), min_name_count)
             names = name_pattern(given)
             if names is None:
                 raise ItemFailed("no character names found; pass --characters")
-        return [Found(sentence, {**provenance, "offset": offset}, visual=self.style.filters.visual, names=names)
-                for offset, sentence in sentences]
+        visual = self.style.filters.visual
+        return (Found(sentence, {**provenance, "offset": at}, visual=visual, names=names)
+                for at, sentence in iter_sentences(text(), offset))
 
     async def aclose(self) -> None:
         if self.fetcher:
@@ -176,20 +179,22 @@ class BooksSource(_FoundTextSource):
                 existing_file(path)  # a missing book fails now, not halfway through the run
         return [Item(f"book:{path}", (path,)) for path in self.options.inputs]
 
-    async def produce(self, item: Item) -> list[Found]:
+    async def produce(self, item: Item) -> Iterator[Found]:
+        """The book's sentences as a stream (read and split as they are taken)."""
         (where,) = item.payload
-        data = (await self.fetch(where)).body if _is_url(where) else _read_book(where)
+        book = _open_book((await self.fetch(where)).body if _is_url(where) else where)
         try:
-            text = book_text(data)
-        except BadBook as exc:  # the file is what it is: reading it again gives the same
-            raise ItemSkipped(str(exc)) from None
-        if not text.strip():
-            raise ItemSkipped("empty book")
-        start, end = story_span(text)
-        found = self.found(without_headings(text[start:end]), {"file": where}, min_name_count=5)
-        for candidate in found:
-            candidate.provenance["offset"] += start
-        return found
+            start, _ = book.span()
+            if not book.has_text:
+                raise ItemSkipped("empty book")
+            found = self.found(book.story, {"file": where}, min_name_count=5, offset=start)
+        except OSError as exc:
+            book.close()
+            raise ItemFailed(f"cannot read the file ({exc.strerror})") from None
+        except BaseException:
+            book.close()
+            raise
+        return _closing(book, found)
 
 
 class WebSource(_FoundTextSource):
@@ -224,12 +229,12 @@ class WebSource(_FoundTextSource):
         if self.fetcher is None:
             super().open(retry_budget)
 
-    async def produce(self, item: Item) -> list[Found]:
+    async def produce(self, item: Item) -> Iterator[Found]:
         (url,) = item.payload
         page = await self.fetch(url)
         provenance = {"url": url} if page.url == url else {"url": url, "final_url": page.url}
         text = await asyncio.to_thread(page_text, page)  # extraction is CPU work: keep fetching meanwhile
-        return self.found(text, provenance, min_name_count=3)
+        return self.found(lambda: [text], provenance, min_name_count=3)
 
 
 class ReviewsSource(_FoundTextSource):
@@ -301,11 +306,23 @@ def _normal_or_as_is(url: str) -> str:
         return url
 
 
-def _read_book(path: str) -> bytes:
+def _open_book(source: str | bytes) -> Book:
     try:
-        return Path(path).read_bytes()
+        return Book(source)
+    except BadBook as exc:  # the file is what it is: reading it again gives the same
+        raise ItemSkipped(str(exc)) from None
     except OSError as exc:  # gone or unreadable since the run started: another run may manage
         raise ItemFailed(f"cannot read the file ({exc.strerror})") from None
+
+
+def _closing(book: Book, found: Iterator[Found]) -> Iterator[Found]:
+    """`found`, then the book's file closed."""
+    try:
+        yield from found
+    except OSError as exc:  # the file went away or broke while it was being read
+        raise ItemFailed(f"cannot read the file ({exc.strerror})") from None
+    finally:
+        book.close()
 
 
 def _looks_like_sitemap(url: str) -> bool:

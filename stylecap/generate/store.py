@@ -17,12 +17,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 from stylecap.errors import InputError, UsageError
 
 SHARD_RECORDS = 100_000  # records per corpus shard
+COMMIT_RECORDS = 10_000  # records of one input written at a time
 RAW_SHARD_BYTES = 64 << 20  # a raw shard rolls over past this size
 
 
@@ -55,14 +57,25 @@ class CorpusStore:
     def _raw_shards(self) -> list[Path]:
         return sorted(self.raw.glob("shard-*.ndjson"))
 
-    def commit(self, key: str, records: list[dict], failure: str | None = None,
-               skipped: str | None = None) -> None:
-        """Record one finished input: its records first, then its manifest line. A `skipped` input
-        (it can never give sentences) counts as finished, with its reason kept."""
-        if records:
-            _append(self._current_shard(), "".join(_line(r) for r in records))
+    def commit(self, key: str, records: Iterable[dict], failure: str | None = None,
+               skipped: str | None = None) -> int:
+        """Record one finished input: its records first, then its manifest line; returns how many
+        records. A `skipped` input (it can never give sentences) counts as finished, with its
+        reason kept. Records may come as a stream (a whole book's): they are written in pieces,
+        all to one raw shard, and if the stream fails what it wrote is cut off again."""
+        count = 0
+        shard = self._current_shard()
+        size = shard.stat().st_size if shard.exists() else 0
+        try:
+            for chunk in _pieces(records, COMMIT_RECORDS):
+                _append(shard, "".join(_line(r) for r in chunk))
+                count += len(chunk)
+        except BaseException:
+            if shard.exists():
+                os.truncate(shard, size)
+            raise
         status = "failed" if failure else "skipped" if skipped else "done"
-        entry = {"key": key, "status": status, "records": len(records)}
+        entry = {"key": key, "status": status, "records": count}
         if failure:
             entry["reason"] = failure
             self.failed[key] = failure
@@ -73,6 +86,7 @@ class CorpusStore:
             if skipped:
                 entry["reason"] = self.skipped[key] = skipped
         _append(self.raw / "inputs.ndjson", _line(entry))
+        return count
 
     def _current_shard(self) -> Path:
         shards = self._raw_shards()
@@ -89,6 +103,12 @@ class CorpusStore:
 
     def close(self) -> None:
         self._lock.close()
+
+
+def _pieces(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    iterator = iter(records)
+    while piece := list(islice(iterator, size)):
+        yield piece
 
 
 def _drop_unfinished(shard: Path, done: set[str]) -> None:

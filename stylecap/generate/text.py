@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
+from collections.abc import Iterable, Iterator
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 # A sentence ends at . ! or ? (plus closing quotes or brackets), before a space and a capital,
@@ -58,34 +58,70 @@ def normalize(text: str) -> str:
 
 def split_sentences(text: str) -> list[tuple[int, str]]:
     """Sentences with their character offsets in `text`, internal whitespace collapsed."""
-    spans, start = [], 0
+    return list(iter_sentences([text]))
+
+
+# A run of text with no sentence end longer than this is let go as one (over-long) sentence, so a
+# stream without punctuation cannot hold the whole of itself in memory.
+MAX_PENDING = 1 << 20
+
+
+def iter_sentences(pieces: Iterable[str], offset: int = 0) -> Iterator[tuple[int, str]]:
+    """The sentences of the text `pieces` make when joined (which starts at `offset`), with their
+    offsets, as `split_sentences` finds them in the joined text, but holding only the unfinished
+    sentence between pieces. A sentence end is final once a non-space character follows it: its
+    match, its look-ahead and every earlier match attempt have then read all they will ever read."""
+    pending = ""
+    for piece in pieces:
+        pending += piece
+        ends = _sentence_ends(pending)
+        settled = len(pending.rstrip())  # an end before this has a non-space character after it
+        final = [end for end in ends if end < settled]
+        if not final and len(pending) > MAX_PENDING:
+            final = [len(pending)]
+        if final:
+            yield from _sentences(pending, [0, *final], offset)
+            pending, offset = pending[final[-1]:], offset + final[-1]
+    yield from _sentences(pending, [0, *_sentence_ends(pending), len(pending)], offset)
+
+
+def _sentence_ends(text: str) -> list[int]:
+    """Where each sentence of `text` ends (abbreviations such as 'Mr.' end none)."""
+    ends, start = [], 0
     for match in _END.finditer(text):
         before = text[start:match.start()].rsplit(None, 1)
         if match.group().startswith(".") and before and before[-1].lower().rstrip(".") in _ABBREVIATIONS:
             continue
-        spans.append((start, match.end()))
+        ends.append(match.end())
         start = match.end()
-    spans.append((start, len(text)))
-    sentences = []
-    for begin, end in spans:
+    return ends
+
+
+def _sentences(text: str, bounds: list[int], offset: int) -> Iterator[tuple[int, str]]:
+    for begin, end in zip(bounds, bounds[1:], strict=False):
         piece = text[begin:end]
         stripped = piece.strip()
         if stripped:
-            sentences.append((begin + piece.index(stripped[0]), " ".join(stripped.split())))
-    return sentences
+            yield offset + begin + piece.index(stripped[0]), " ".join(stripped.split())
 
 
 def looks_like(text: str, language: str | None) -> bool:
     """A cheap sanity check that `text` is prose in `language` (only English is checked closely)."""
-    chars = [c for c in text if not c.isspace()]
-    letters = [c for c in chars if c.isalpha()]
-    if not chars or len(letters) < 0.6 * len(chars):
+    chars = len("".join(text.split()))  # split() drops exactly what isspace() calls space
+    if text.isascii():  # the common case, counted in C: every book sentence passes through here
+        letters = ascii_letters = len(text.encode("ascii").translate(None, _NOT_ASCII_LETTERS))
+    else:
+        letters = sum(c.isalpha() for c in text)
+        ascii_letters = sum(c.isalpha() and c.isascii() for c in text)
+    if not chars or letters < 0.6 * chars:
         return False  # mostly digits, symbols or markup
     if language != "en":
         return True
     tokens = words(text)
-    ascii_letters = sum(c.isascii() for c in letters)
-    return ascii_letters >= 0.9 * len(letters) and (len(tokens) < 6 or any(t in _FUNCTION_WORDS for t in tokens))
+    return ascii_letters >= 0.9 * letters and (len(tokens) < 6 or any(t in _FUNCTION_WORDS for t in tokens))
+
+
+_NOT_ASCII_LETTERS = bytes(b for b in range(256) if not chr(b).isascii() or not chr(b).isalpha())
 
 
 def is_visual(text: str) -> bool:
@@ -93,12 +129,19 @@ def is_visual(text: str) -> bool:
     return not text.rstrip().endswith("?") and any(w in VISUAL_WORDS for w in words(text))
 
 
-def frequent_names(sentences: list[str], min_count: int = 5, limit: int = 50) -> list[str]:
+def frequent_names(sentences: Iterable[str], min_count: int = 5, limit: int = 50) -> list[str]:
     """A text's frequent names: capitalised words used at least `min_count` times that never
-    appear in lower case in it (so 'The' or 'Behind' at the start of a sentence are not names)."""
-    tokens = [t for sentence in sentences for t in _NAME_TOKEN.findall(sentence)]
-    lower = {t for t in tokens if t[0].islower()}
-    counts = Counter(t for t in tokens if t[0].isupper() and t.lower() not in lower and t not in _NOT_NAMES)
+    appear in lower case in it (so 'The' or 'Behind' at the start of a sentence are not names).
+    `sentences` may be any pieces of the text that do not split words, read once as a stream."""
+    capitalised: Counter = Counter()
+    lower: set[str] = set()
+    for sentence in sentences:
+        for token in _NAME_TOKEN.findall(sentence):
+            if token[0].isupper():
+                capitalised[token] += 1
+            else:
+                lower.add(token)
+    counts = Counter({t: n for t, n in capitalised.items() if t.lower() not in lower and t not in _NOT_NAMES})
     return [name for name, n in counts.most_common(limit) if n >= min_count]
 
 
@@ -114,16 +157,3 @@ def name_pattern(names: list[str]) -> re.Pattern | None:
     alternatives = "|".join(sorted(map(re.escape, parts), key=len, reverse=True))
     return re.compile(rf"\b(?:{alternatives})\b")
 
-
-# Characters that steer a terminal rather than show: C0/C1 controls (ESC starts escape sequences
-# that can recolour, retitle or clear the screen), line and paragraph separators, and the
-# bidirectional overrides that make text read differently from what it holds.
-_STEERING = set("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def printable(text: str) -> str:
-    """`text` safe to show on a terminal: every control character written as its Python escape
-    (ESC as \\x1b, a newline as \\n), everything else unchanged."""
-    if text.isprintable():
-        return text
-    return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" or c in _STEERING else c for c in text)

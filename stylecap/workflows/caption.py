@@ -37,14 +37,15 @@ from stylecap.core.images import (
     ImageBatch,
     LazyBatches,
     check_paths,
+    file_key,
     find_images,
     iter_image_vectors,
 )
 from stylecap.core.model import load_model
-from stylecap.errors import EXIT_OK, EXIT_PARTIAL, InputError, ModelError, UsageError
+from stylecap.errors import EXIT_OK, EXIT_PARTIAL, InputError, Interrupted, ModelError, UsageError, printable
 from stylecap.options import Decoding, Loading
 from stylecap.progress import console
-from stylecap.workflows.records import Gallery, OutputFile, TerminalTable
+from stylecap.workflows.records import Gallery, OutputFile, TerminalTable, shown_path
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from stylecap.core.model import CloseModel
 
 SHOWN_FAILURES = 20  # failures printed one by one; the rest are only in the output file
+# Where an LM has no position limit (T5's relative positions): the length T5 was pretrained on.
+UNBOUNDED_LM_TOKENS = 512
 
 
 # ----------------------------------------------------------------------------- the model side
@@ -109,6 +112,25 @@ class Captioner:
     @property
     def task(self) -> str:
         return self.model.config.task
+
+    def token_limit(self) -> int:
+        """The most tokens a caption can have: the LM's position limit, less what comes before the
+        caption in those positions (a decoder-only LM reads the prefix and the input text there)."""
+        lm = self.model.lm.config
+        positions = next((getattr(lm, name) for name in ("n_positions", "max_position_embeddings", "n_ctx")
+                          if isinstance(getattr(lm, name, None), int)), None)
+        if positions is None:
+            return UNBOUNDED_LM_TOKENS
+        if self.model.is_seq2seq:  # the decoder's positions hold the caption alone
+            return positions
+        return max(1, positions - self.model.config.prefix_len - self.model.config.max_input_len)
+
+    def check(self, decoding: Decoding) -> None:
+        """Decoding options that only this model can judge, checked before any image is decoded."""
+        limit = self.token_limit()
+        if decoding.max_new_tokens is not None and decoding.max_new_tokens > limit:
+            raise UsageError(f"--max-length {decoding.max_new_tokens} is beyond this model's limit of {limit} tokens",
+                             None, f"its captions were trained at up to {self.model.config.max_target_len}")
 
     def caption(self, vectors: "torch.Tensor", decoding: Decoding,
                 input_text: str | None = None) -> list[list[tuple[str, float]]]:
@@ -179,13 +201,14 @@ def caption_images(paths: Iterable[Path], model_dir: Path | None, decoding: Deco
     if resume and out is None:
         raise UsageError("--resume needs --out", "--resume", "pass the output file of the run to continue")
     output = OutputFile(out, resume) if out else None
-    done = output.done_paths() if output and resume else set()
+    done = output.done_keys() if output and resume else set()
     walked = find_images(paths)
     first = next(walked, None)
     if first is None:
         raise InputError("no images found", ", ".join(map(str, paths)),
                          f"image files end in {', '.join(sorted(IMAGE_SUFFIXES))}")
     captioner = Captioner.load(model_dir, loading.device)
+    captioner.check(decoding)
     input_text = (inputs or TaskInput()).text_for(captioner.task)
     report = CaptionReport()
     todo = _not_done(itertools.chain([first], walked), done, report)
@@ -195,11 +218,22 @@ def caption_images(paths: Iterable[Path], model_dir: Path | None, decoding: Deco
     try:
         with _CaptionProgress(paths, done, progress) as bar:
             caption_stream(captioner, todo, decoding, sinks, loading, input_text, report, bar.advance)
+    except KeyboardInterrupt:
+        raise Interrupted(_resume_advice(out)) from None
     finally:
         for sink in sinks:
             sink.close()
-    console.print(report.summary() + (f"; records in {out}" if out else ""), highlight=False)
+    # soft_wrap: a long path stays one line, whatever the terminal's width
+    console.print(Text(report.summary() + (f"; records in {shown_path(str(out))}" if out else "")), soft_wrap=True)
     return report
+
+
+def _resume_advice(out: Path | None) -> str:
+    """What Ctrl-C tells the user: a rerun needs --resume to continue the same output file."""
+    if out is None:
+        return "no records were kept (no --out); run again with --out FILE to keep them as they are made"
+    return (f"the records made so far are in {shown_path(str(out))}; add --resume to the same command "
+            "to caption the rest")
 
 
 def caption_stream(captioner: Captioner, items: Iterable[Path | Failure], decoding: Decoding, sinks: list,
@@ -224,15 +258,15 @@ def caption_stream(captioner: Captioner, items: Iterable[Path | Failure], decodi
 
 def _not_done(items: Iterator[Path | Failure], done: set[str], report: CaptionReport) -> Iterator[Path | Failure]:
     for item in items:
-        if _key(item) in done:
+        if done and _key(item) in done:
             report.skipped += 1
         else:
             yield item
 
 
 def _key(item: Path | Failure) -> str:
-    """How an input is named in output records (and so matched on --resume)."""
-    return item.path if isinstance(item, Failure) else str(item)
+    """How an input is matched against output records on --resume: the file, however spelled."""
+    return file_key(item.path if isinstance(item, Failure) else item)
 
 
 def _count(report: CaptionReport, batch: ImageBatch) -> None:
@@ -241,7 +275,8 @@ def _count(report: CaptionReport, batch: ImageBatch) -> None:
     for failure in batch.failures:
         if len(report.failures) < SHOWN_FAILURES:
             report.failures.append(failure)
-            console.print(f"[yellow]failed:[/] {escape(failure.path)}: {escape(failure.reason)}", highlight=False)
+            console.print(f"[yellow]failed:[/] {escape(shown_path(failure.path))}: {escape(printable(failure.reason))}",
+                          highlight=False, soft_wrap=True)
         elif len(report.failures) == SHOWN_FAILURES:
             report.failures.append(failure)
             console.print("[yellow]further failures are recorded but not shown here[/]")
@@ -279,7 +314,7 @@ class _CaptionProgress:
         return self
 
     def _count(self) -> None:
-        total = sum(1 for item in find_images(self.paths) if _key(item) not in self.done)
+        total = sum(1 for item in find_images(self.paths) if not (self.done and _key(item) in self.done))
         self.progress.update(self.task, total=total)
 
     def advance(self, n: int) -> None:

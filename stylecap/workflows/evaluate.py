@@ -2,7 +2,7 @@
 the model was trained from. Running both on one model shows the text→image transfer gap directly.
 
 Writes ``predictions.jsonl`` (one record per item) and ``metrics.json`` (scores, counts of what was
-skipped and why, notes) into the output folder.
+skipped and why, each image that could not be used with its reason, notes) into the output folder.
 """
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ from typing import Sequence
 import torch
 
 from stylecap.core.encoders import default_device, load_clip
+from stylecap.core.hub import is_hub_ref
+from stylecap.core.images import path_text
 from stylecap.core.metrics import score
 from stylecap.core.model import load_model
 from stylecap.core.tasks import Example, Examples, ReadOptions, get_task, with_field
-from stylecap.core.vectors import encode_texts_cached, image_vectors
-from stylecap.errors import UsageError
+from stylecap.core.vectors import encode_texts_cached, readable_image_vectors
+from stylecap.errors import UsageError, printable
 from stylecap.progress import simple_progress
+from stylecap.workflows.model_card import record_evaluation
 
 INPUTS = ("images", "text")
 
@@ -36,6 +39,12 @@ class EvalReport:
         skipped = self.report["skipped"]
         return bool(skipped.get("missing images") or skipped.get("unreadable images"))
 
+    @property
+    def failures(self) -> list[dict]:
+        """The images that could not be used, ``{"image", "reason"}`` each (``{"item", "reason"}`` where
+        the data names no file for an item)."""
+        return self.report["failures"]
+
 
 def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | None = "test",
              images: Path | None = None, captions: Path | None = None, out: Path | None = None,
@@ -49,12 +58,13 @@ def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | No
     examples = one_per_item(task.read(Path(data), ReadOptions(split=split, images=images, captions=captions)))
     examples = Examples(examples[:limit] if limit else examples, examples.skipped)
     encoder = load_clip(model.config.clip)
+    failures = []
     if input == "text":
         examples = with_field(examples, "clip_text", str(data), task.clip_text_hint)
 
         vectors = encode_texts_cached(encoder, [ex.clip_text for ex in examples], progress=progress)
     else:
-        examples, vectors = image_vectors(encoder, examples, str(images or data), progress=progress)
+        examples, vectors, failures = readable_image_vectors(encoder, examples, str(images or data), progress=progress)
     outputs = predict(model, vectors, examples, batch_size, num_beams, progress)
     references = {ex.id: reference_texts(ex, input, task.metric) for ex in examples}
     predictions = {ex.id: text for ex, (text, _) in zip(examples, outputs, strict=True)}
@@ -62,9 +72,16 @@ def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | No
     scores, notes = score(task.metric, predictions, references, **kwargs)
     report = {"task": task.name, "metric": task.metric, "input": input, "model": str(Path(model_dir).resolve()),
               "data": str(Path(data).resolve()), "split": split, "items": len(examples), "scores": scores,
-              "skipped": dict(examples.skipped), "notes": notes,
+              "skipped": dict(examples.skipped), "failures": [_named(f) for f in failures], "notes": notes,
               "decoding": {"num_beams": num_beams or model.config.generation.get("num_beams", 1)}}
-    return _write(report, examples, outputs, references, Path(out) if out else default_out(model_dir, split, input))
+    result = _write(report, examples, outputs, references, Path(out) if out else default_out(model_dir, split, input))
+    record_evaluation(model_dir, report)  # the scores join the model's card
+    return result
+
+
+def _named(failure: dict) -> dict:
+    """A failure as JSON can hold it: a file name that is not UTF-8 with its odd bytes as ``\\xNN``."""
+    return {**failure, "image": path_text(failure["image"])} if failure.get("image") else failure
 
 
 def one_per_item(examples: Examples) -> Examples:
@@ -76,8 +93,10 @@ def one_per_item(examples: Examples) -> Examples:
 
 def reference_texts(example: Example, input: str, metric: str) -> list[str]:
     """The references to score against. Read from a caption, a captioner must not be credited for
-    copying it: on text the input caption leaves the references (when others remain)."""
-    if input == "text" and metric == "caption":
+    copying it, so the caption the text input reads leaves the references (when others remain) —
+    on images too, so that ``--input text`` and ``--input images`` score the same prediction
+    against the same references and their difference is the transfer gap alone."""
+    if metric == "caption" and example.clip_text:
         return [ref for ref in example.refs if ref != example.clip_text] or example.refs
     return example.refs
 
@@ -99,7 +118,10 @@ def predict(model, vectors: torch.Tensor, examples: Sequence[Example], batch_siz
 
 
 def default_out(model_dir: Path, split: str | None, input: str) -> Path:
-    """``<run>/eval/<split>-<input>`` beside the model folder."""
+    """``<run>/eval/<split>-<input>`` beside the model folder (``eval/NAME/…`` here for a hub model,
+    whose folder is the hub's cache)."""
+    if is_hub_ref(model_dir):
+        return Path("eval") / str(model_dir).rpartition("/")[2] / f"{split or 'all'}-{input}"
     return Path(model_dir).resolve().parent / "eval" / f"{split or 'all'}-{input}"
 
 
@@ -109,7 +131,9 @@ def _write(report: dict, examples: Sequence[Example], outputs, references: dict,
     source = "image" if report["input"] == "images" else "clip_text"
     with open(predictions, "w", encoding="utf-8") as handle:
         for ex, (text, confidence) in zip(examples, outputs, strict=True):
-            record = {"id": ex.id, "prediction": text, "score": round(confidence, 5), source: getattr(ex, source),
+            given = getattr(ex, source)
+            record = {"id": ex.id, "prediction": text, "score": round(confidence, 5),
+                      source: path_text(given) if source == "image" else given,
                       "input_text": ex.input_text, "references": references[ex.id]}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     metrics.write_text(json.dumps(report, indent=2) + "\n")
@@ -122,11 +146,12 @@ def metrics_table(report: dict):
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"{report['task']} · {report['split'] or 'all'} · on {report['input']} · "
-                        f"{report['items']} items")
+    # Text, not markup: the split and the notes are the user's words and files' contents ("[bold]").
+    table = Table(title=Text(printable(f"{report['task']} · {report['split'] or 'all'} · on {report['input']} · "
+                                       f"{report['items']} items")))
     table.add_column("metric")
     table.add_column("score ×100", justify="right")
     for name, value in report["scores"].items():
-        table.add_row(name, f"{100 * value:.2f}")
+        table.add_row(Text(printable(name)), f"{100 * value:.2f}")
     below = [f"skipped: {n} {why}" for why, n in report["skipped"].items()] + [f"note: {n}" for n in report["notes"]]
-    return Group(table, *(Text(line, style="dim") for line in below))
+    return Group(table, *(Text(printable(line), style="dim") for line in below))

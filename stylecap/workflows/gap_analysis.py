@@ -4,6 +4,10 @@
 Pairs come from a JSONL file of ``{"image": path, "caption": text}`` records (image paths relative
 to ``--images`` or to the file's folder) or a Karpathy-split COCO file (``dataset_coco.json``:
 ``images[].filepath/filename/split/sentences[].raw``, paths relative to ``--images``).
+
+Without pairs, ``gap fit --images DIR --texts FILE`` fits the adapters that need only the two sets
+(mean shift, CORAL) from a folder of images and a text file that are not paired, and estimates the
+cosine an image keeps to its caption from each image's nearest text (see :mod:`stylecap.core.gap`).
 """
 from __future__ import annotations
 
@@ -16,12 +20,25 @@ from typing import Iterator
 import torch
 
 from stylecap.core.encoders import load_clip
-from stylecap.core.gap import ADAPTERS, auto_noise, difference_spectrum, expected_cosine, fit_adapters, save_gap
+from stylecap.core.gap import (
+    ADAPTERS,
+    auto_noise,
+    check_paired_kinds,
+    check_unpaired_kinds,
+    difference_spectrum,
+    expected_cosine,
+    fit_adapters,
+    fit_unpaired,
+    nearest_text_cosine,
+    save_gap,
+)
+from stylecap.core.images import Failure, find_images
+from stylecap.core.tasks import ReadOptions, get_task
 from stylecap.core.tasks.caption import karpathy_images
 from stylecap.core.tasks.textfiles import jsonl_records, require_file
-from stylecap.core.vectors import all_image_vectors, encode_texts_cached
+from stylecap.core.vectors import all_image_vectors, encode_image_files, encode_texts_cached
 from stylecap.errors import InputError, ModelError
-from stylecap.paths import file_digest
+from stylecap.paths import file_digest, text_digest
 
 
 @dataclass
@@ -89,6 +106,13 @@ def _mean_unrelated_cosine(vecs: torch.Tensor, groups: torch.Tensor) -> float:
     within = float((sums.norm(dim=1) ** 2).sum())
     n_pairs = float(len(vecs) ** 2 - (counts ** 2).sum())
     return (total - within) / n_pairs if n_pairs > 0 else float("nan")
+
+
+def _mean_pairwise_cosine(vecs: torch.Tensor) -> float:
+    """Mean cosine over all pairs of distinct rows (normalised vectors), in O(N·D)."""
+    n = len(vecs)
+    total = float(vecs.double().sum(0).norm() ** 2) - float((vecs.double() ** 2).sum())
+    return total / (n * (n - 1)) if n > 1 else float("nan")
 
 
 def pca_of_differences(text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -266,6 +290,7 @@ def _provenance(encoder, source: PairSource, stats: dict) -> dict:
 
 def fit_gap(source: PairSource, out: Path, kinds: list[str] | None = None) -> dict:
     """Statistics and fitted adapters of a CLIP's gap, written to a gap folder; returns its gap.json."""
+    check_paired_kinds(kinds)  # a bad --adapters is named before any pair is read or encoded
     encoder, pairs, text, image = _encoded(source)
     stats = gap_statistics(text, image, pairs.image_of)
     fitted = fit_adapters(text, image, kinds)
@@ -290,3 +315,83 @@ def analyze_gap(source: PairSource, out: Path, noise: float | None = None) -> di
               "adapters_in_sample": adapter_effects(text, image, adapters), "plots": [p.name for p in plots]}
     (out / "analysis.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+# ----------------------------------------------------------------------------- without pairs
+
+@dataclass
+class UnpairedSource:
+    """Images and texts that are not paired: a folder of images (e.g. a user's own photos) and a
+    text file (the training captions or corpus), read by the caption task's readers."""
+
+    clip: str
+    images: Path
+    texts: Path
+    split: str | None = None  # of a multi-split text file (Karpathy)
+    limit: int | None = None  # at most this many images (the first, in folder order)
+    progress: bool = True
+
+
+MIN_UNPAIRED = 2  # a mean and a covariance need at least two of each
+
+
+def read_texts(path: Path, split: str | None = None) -> list[str]:
+    """The distinct texts of a caption file (.txt, .jsonl, Karpathy .json) or a corpus folder."""
+    path = require_file(Path(path), "texts file") if not Path(path).is_dir() else Path(path)
+    task = get_task("style" if path.is_dir() else "caption")
+    return list(task.read(path, ReadOptions(split=split)).values("clip_text"))
+
+
+def unpaired_images(folder: Path, limit: int | None = None) -> list[Path]:
+    """Image files under ``folder`` in folder order (the first ``limit``); folders that cannot be
+    read are an error naming them."""
+    if not Path(folder).is_dir():
+        raise InputError("image folder not found", str(folder), "pass the folder of images with --images")
+    found = []
+    for item in find_images([Path(folder)]):
+        if isinstance(item, Failure):
+            raise InputError(f"cannot read: {item.reason}", item.path, "fix its permissions or leave it out")
+        found.append(item)
+        if limit is not None and len(found) >= limit:
+            break
+    return found
+
+
+def unpaired_statistics(text: torch.Tensor, image: torch.Tensor, images: int) -> dict:
+    """The gap as far as unpaired sets show it. ``cos_image_caption`` is estimated by the mean
+    cosine of each image to its nearest text (no pairs say which text is an image's own)."""
+    return {"pairs": 0, "images": images, "texts": len(text), "dim": text.shape[1],
+            "cos_image_caption": float(nearest_text_cosine(image, text).mean()),
+            "cos_image_caption_estimated_by": "nearest text",
+            "cos_caption_unrelated_caption": _mean_pairwise_cosine(text),
+            "cos_image_unrelated_image": _mean_pairwise_cosine(image),
+            "mean_difference_norm": float((image.mean(0) - text.mean(0)).norm())}
+
+
+def fit_unpaired_gap(source: UnpairedSource, out: Path, kinds: list[str] | None = None) -> dict:
+    """Adapters fitted from unpaired images and texts, written to a gap folder (as ``fit_gap``
+    writes one from pairs); unreadable images are left out and counted. Returns its gap.json."""
+    kinds = check_unpaired_kinds(kinds)  # before any encoding
+    encoder = load_clip(source.clip)
+    texts = read_texts(source.texts, source.split)
+    paths = unpaired_images(source.images, source.limit)
+    found, failures = encode_image_files(encoder, paths, progress=source.progress)
+    if len(found) < MIN_UNPAIRED or len(texts) < MIN_UNPAIRED:
+        raise InputError(f"{len(found)} readable images and {len(texts)} texts: at least {MIN_UNPAIRED} of each "
+                         "are needed", str(source.images), "point --images at a folder of images and --texts at a "
+                         "caption file")
+    image = torch.stack(list(found.values()))
+    text = encode_texts_cached(encoder, texts, progress=source.progress)
+    stats = unpaired_statistics(text, image, len(found))
+    fitted = fit_unpaired(text, image, kinds)
+    noise = noise_report(stats, fits={kind: fit for kind, (_, fit) in fitted.items()})
+    meta = {"clip": source.clip, "clip_identity": encoder.identity, "dim": encoder.dim, "pairs": None,
+            "unpaired": {"images": {"folder": str(Path(source.images).resolve()), "images": len(found),
+                                    "unreadable": len(failures), "files": text_digest(sorted(found))},
+                         "texts": {"file": str(Path(source.texts).resolve()), "split": source.split,
+                                   "file_digest": file_digest(Path(source.texts)), "texts": len(texts),
+                                   "digest": text_digest(texts)}},
+            "statistics": stats, "noise": noise}
+    save_gap(out, fitted, meta)
+    return json.loads((Path(out) / "gap.json").read_text())
+

@@ -18,7 +18,7 @@ from stylecap.world import formats, language
 from stylecap.world.render import render
 from stylecap.world.scenes import sample_scene, save_scenes, stream, vocab
 
-VERSION = 2  # 2: entailment and contradiction hypotheses are two versions of one claim
+VERSION = 3  # 2: entailment and contradiction are two versions of one claim; 3: character-based and reviews voices
 # Disjoint image sets, in id order: CLIP pretraining, text-only training, gap-adapter pairs, eval.
 SPLITS = ("clip", "train", "pairs", "val", "test")
 TASK_SPLITS = ("train", "val", "test")  # the splits with VQA, entailment and news files (styles: train)
@@ -81,7 +81,8 @@ def _prepare(out: Path, force: bool) -> None:
         raise InputError("output path is a file", str(out), "choose a folder for --out")
     names = {p.name for p in out.iterdir()} if out.is_dir() else set()
     if ("world.json" in names or names - set(_OUTPUTS)) and not force:
-        raise InputError("output folder is not empty", str(out), "pass --force to rebuild the world there")
+        # an output already in use is a bad --out, as for `caption --out` and `train --out` (exit 2)
+        raise UsageError("output folder is not empty", str(out), "pass --force to rebuild the world there")
     for name in names & set(_OUTPUTS):  # only what a build writes: leave anything else the user keeps
         path = out / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()

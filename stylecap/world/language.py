@@ -113,8 +113,23 @@ def _distinct(draw, n: int, tries: int = 50) -> list:
 
 
 def voice_caption(scene: Scene, voice: str, rng: random.Random) -> Described:
-    """The scene in a style voice ("I see a small red circle…"), still naming every object."""
-    return describe(rng.choice(vocab()["voices"][voice]["templates"]), scene, rng)
+    """The scene in a style voice ("I see a small red circle…", "Mira spots a small red circle and
+    grins.", "Rated 4/5: …"), still naming every object."""
+    spec = vocab()["voices"][voice]
+    return describe(_voice_slots(rng.choice(spec["templates"]), spec, scene, rng), scene, rng)
+
+
+def _voice_slots(template: str, spec: dict, scene: Scene, rng: random.Random) -> str:
+    """Fill a voice's own slots: the character's {name}; a review's {rating} (2 + the number of
+    objects, so the opinion follows what the picture holds) and an {opinion} that fits it. Only a
+    slot the template holds draws from ``rng``, so voices without these slots write the same texts
+    as before they existed."""
+    if "{name}" in template:
+        template = template.replace("{name}", rng.choice(spec["names"]))
+    if "{rating}" in template:
+        rating = str(2 + len(scene.objects))
+        template = template.replace("{rating}", rating).replace("{opinion}", rng.choice(spec["opinions"][rating]))
+    return template
 
 
 def questions(scene: Scene, rng: random.Random, n: int = 5) -> list[tuple[str, str, str]]:

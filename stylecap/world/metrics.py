@@ -151,9 +151,40 @@ def _correct_relations(parsed: ParsedCaption, scene: Scene) -> int:
 
 
 def is_in_voice(text: str, voice: str) -> bool:
-    """Does ``text`` speak in ``voice``? True when it holds one of the voice's marker words;
-    neutral captions hold none of any voice's markers."""
+    """Does ``text`` speak in ``voice``? Each voice names its check in vocab.json: ``markers`` (one
+    of its marker words), ``character`` (a named character, then in the same sentence one of the
+    voice's verbs of seeing, doing or feeling) or ``rating`` (a rating "N/5" or "N out of 5" and an
+    opinion word). Neutral captions pass no voice's check."""
     voices = vocab()["voices"]
     if voice not in voices:
         raise UsageError(f"unknown voice {voice!r}", None, f"choose one of: {', '.join(voices)}")
-    return not set(voices[voice]["markers"]).isdisjoint(_TOKEN.findall(text.lower()))
+    spec = voices[voice]
+    return _VOICE_CHECKS[spec.get("check", "markers")](text.lower(), spec)
+
+
+def _has_marker(text: str, spec: dict) -> bool:
+    return not set(spec["markers"]).isdisjoint(_TOKEN.findall(text))
+
+
+def _character_acts(text: str, spec: dict) -> bool:
+    """A character's name as a word, followed in its sentence by one of the voice's verbs."""
+    names, verbs = {n.lower() for n in spec["names"]}, set(spec["verbs"])
+    named = False
+    for word in _TOKEN.findall(text):
+        if word in _SENTENCE_END:
+            named = False
+        elif word in names:
+            named = True
+        elif named and word in verbs:
+            return True
+    return False
+
+
+_RATING = re.compile(r"(?<![\w.])[1-5]\s*(?:/\s*5|out of 5)(?![\w/])")
+
+
+def _rated_opinion(text: str, spec: dict) -> bool:
+    return bool(_RATING.search(text)) and _has_marker(text, spec)
+
+
+_VOICE_CHECKS = {"markers": _has_marker, "character": _character_acts, "rating": _rated_opinion}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from stylecap.core.images import IMAGE_SUFFIXES
+from stylecap.core.images import IMAGE_SUFFIXES, is_folder
 from stylecap.errors import InputError, UsageError
 
 
@@ -183,11 +183,12 @@ def with_field(examples: Examples, field_name: str, where: str, fix: str) -> Exa
 
 
 def split_file(folder: Path, pattern: str, what: str, split: str) -> Path:
-    """The one file in ``folder`` matching ``pattern`` (a glob naming ``split``), or a usage error."""
+    """The one file in ``folder`` matching ``pattern`` (a glob naming ``split``); else an input error
+    (exit 3, as every task's reader gives for a folder it cannot use)."""
     found = sorted(Path(folder).glob(pattern))
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
-        raise UsageError(f"{len(found)} {what} files for split '{split}' in the folder ({names})", str(folder),
+        raise InputError(f"{len(found)} {what} files for split '{split}' in the folder ({names})", str(folder),
                          "pass the file itself with --data, or choose --split")
     return found[0]
 
@@ -196,9 +197,9 @@ def image_root(options: ReadOptions, data: Path) -> Path:
     """``--images``, else an ``images/`` folder beside the data file, else the data file's folder."""
     if options.images:
         return Path(options.images)
-    folder = data if data.is_dir() else data.parent
+    folder = data if is_folder(data) else data.parent
     for candidate in (folder / "images", folder.parent / "images"):
-        if candidate.is_dir():
+        if is_folder(candidate):
             return candidate
     return folder
 
@@ -211,7 +212,7 @@ def image_index(root: Path) -> dict[str, str]:
     """Image files under ``root`` by id: the file stem, and the number it ends with
     (``COCO_val2014_000000000042`` → ``42``), for datasets whose records name images by id only."""
     index: dict[str, str] = {}
-    if not Path(root).is_dir():
+    if not is_folder(root):
         return index
     for path in sorted(Path(root).rglob("*")):
         if path.suffix.lower() in IMAGE_SUFFIXES:

@@ -13,8 +13,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterator
 
+from stylecap.core.images import is_folder
 from stylecap.core.tasks import MODES, Example, Examples, ReadOptions, Task, finish, image_root
-from stylecap.core.tasks.textfiles import iter_sentences, json_records
+from stylecap.core.tasks.textfiles import iter_sentences, json_records, other_task_error
 from stylecap.errors import InputError, UsageError
 
 KARPATHY_SPLITS = {"train": {"train", "restval"}}  # Karpathy's "restval" images are training images
@@ -23,7 +24,7 @@ KARPATHY_SPLITS = {"train": {"train", "restval"}}  # Karpathy's "restval" images
 def read(path: Path, options: ReadOptions) -> Examples:
     if options.mode not in MODES:
         raise UsageError(f"unknown captioning mode '{options.mode}'", "--mode", f"choose one of: {', '.join(MODES)}")
-    path = captions_file(Path(path), options.split) if Path(path).is_dir() else Path(path)
+    path = captions_file(Path(path), options.split) if is_folder(path) else Path(path)
     if path.suffix == ".json":
         return read_karpathy(path, options)
     if options.mode != "single":
@@ -97,8 +98,10 @@ def karpathy_images(path: Path, split: str | None, skipped: Counter) -> Iterator
     The id is COCO's ``cocoid`` (what VQA's ``image_id`` refers to) or, for Flickr30k, the file stem.
     """
     wanted = KARPATHY_SPLITS.get(split, {split}) if split else None
-    for record in json_records(path, "images"):
+    for number, record in enumerate(json_records(path, "images"), 1):
         if not isinstance(record, dict) or not record.get("filename"):
+            if other := other_task_error(record, f"{path} record {number}"):
+                raise other  # not a Karpathy file with a bad record, but another task's file
             skipped["malformed image records"] += 1
             continue
         if wanted and record.get("split") not in wanted:

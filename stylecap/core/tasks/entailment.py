@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+from stylecap.core.images import is_folder
 from stylecap.core.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root, split_file
 from stylecap.core.tasks.textfiles import jsonl_records
 
@@ -21,7 +22,7 @@ _SNLI_SPLITS = {"val": "dev"}  # SNLI-family files call validation "dev"
 
 def read(path: Path, options: ReadOptions) -> Examples:
     path = Path(path)
-    if path.is_dir():
+    if is_folder(path):
         split = options.split or "train"
         path = split_file(path, f"*_{_SNLI_SPLITS.get(split, split)}.jsonl", "SNLI / SNLI-VE", split)
     root, skipped = image_root(options, path), Counter()
@@ -38,10 +39,16 @@ def read(path: Path, options: ReadOptions) -> Examples:
             premise = record.get("sentence1")
             yield Example(
                 target=label, clip_text=premise.strip() if isinstance(premise, str) and premise.strip() else None,
-                image=find_image(root, _image_id(record)), input_text=hypothesis.strip(),
+                image=_image(root, _image_id(record)), input_text=hypothesis.strip(),
                 id=str(record.get("pairID") or f"{path.stem}:{number}"), refs=[label])
 
     return finish(examples(), skipped, options, path, "premise/hypothesis pairs")
+
+
+def _image(root: Path, image_id: str) -> str:
+    """The image's file, found by id under the root; else Flickr30k's name for it (``<id>.jpg``), so
+    that evaluation names the image that is missing and counts it once, not once per pair."""
+    return find_image(root, image_id) or str(root / f"{image_id}.jpg")
 
 
 def _image_id(record: dict) -> str:

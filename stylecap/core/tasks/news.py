@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+from stylecap.core.images import is_file, is_folder
 from stylecap.core.tasks import Example, Examples, ReadOptions, Task, finish
 from stylecap.core.tasks.textfiles import json_records
 from stylecap.errors import InputError
@@ -20,7 +21,7 @@ ARTICLE_CHARS = 4000  # the model reads max_input_len tokens; no need to hold wh
 
 def read(path: Path, options: ReadOptions) -> Examples:
     path = Path(path)
-    if path.is_dir():
+    if is_folder(path):
         path = _split_file(path, options.split)
     roots = [path.parent, path.parent.parent]
     image_roots = [Path(options.images)] if options.images else roots
@@ -36,7 +37,7 @@ def read(path: Path, options: ReadOptions) -> Examples:
                 skipped["records whose article is missing"] += 1
                 continue
             caption = record["caption"].strip()
-            image = _locate(record.get("image_path"), image_roots)
+            image = _locate(record.get("image_path"), image_roots) or _named(record.get("image_path"), image_roots)
             yield Example(target=caption, clip_text=caption, image=str(image) if image else None, input_text=article,
                           id=str(record.get("id", number)), refs=[caption])
 
@@ -46,7 +47,12 @@ def read(path: Path, options: ReadOptions) -> Examples:
 def _locate(relative, roots: list[Path]) -> Path | None:
     if not isinstance(relative, str) or not relative:
         return None
-    return next((root / relative for root in roots if (root / relative).is_file()), None)
+    return next((root / relative for root in roots if is_file(root / relative)), None)
+
+
+def _named(relative, roots: list[Path]) -> Path | None:
+    """Where a missing image should be (under the first root), so evaluation can name it."""
+    return roots[0] / relative if isinstance(relative, str) and relative else None
 
 
 def _article(relative, roots: list[Path]) -> str | None:
@@ -59,7 +65,7 @@ def _article(relative, roots: list[Path]) -> str | None:
 
 def _split_file(folder: Path, split: str | None) -> Path:
     for name in ([f"{split}_data.json"] if split else []) + ["data.json"]:
-        if (folder / name).is_file():
+        if is_file(folder / name):
             return folder / name
     raise InputError(f"no Visual News file ({split or 'train'}_data.json or data.json) in the folder", str(folder),
                      "pass the JSON file with --data")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from stylecap.core.images import is_folder
 from stylecap.core.tasks import Example, Examples, ReadOptions, Task
 from stylecap.core.tasks.textfiles import iter_sentences
 from stylecap.errors import InputError
@@ -12,7 +13,7 @@ from stylecap.errors import InputError
 def corpus_files(path: Path) -> list[Path]:
     """A corpus folder's JSONL shards (sorted), or the file itself."""
     path = Path(path)
-    if path.is_dir():
+    if is_folder(path):
         files = sorted(p for p in path.rglob("*.jsonl") if "manifest" not in p.name)
         if not files:
             raise InputError("no .jsonl shards in the corpus folder", str(path),

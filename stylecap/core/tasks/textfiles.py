@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -13,10 +15,42 @@ TEXT_FIELDS = ("text", "caption", "sentence", "raw")
 
 
 def require_file(path: Path, what: str) -> Path:
+    """``path``, checked to be a file this process can read: else one line naming it (exit 3)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{what} not found", str(path), "check the path")
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{what} not found", str(path), "check the path") from None
+    except OSError as exc:  # a folder on the way that the user may not enter, a symbolic-link loop …
+        raise InputError(f"cannot reach the {what}: {(exc.strerror or type(exc).__name__).lower()}", str(path),
+                         "check the permissions of it and of the folders above it") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"the {what} is a folder, not a file", str(path), "pass the file itself")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read the {what}: permission denied", str(path), "check its permissions")
     return path
+
+
+# Fields that give another task's data away, so a file given to the wrong task gets a line naming
+# the right one instead of a list of fields it lacks: (format, fields a record has, task).
+OTHER_FORMATS = (
+    ("SNLI-VE", ("Flickr30K_ID", "sentence2"), "ve"),
+    ("SNLI", ("sentence1", "sentence2"), "ve"),
+    ("VQA questions", ("question", "question_id"), "vqa"),
+    ("VQA annotations", ("answers", "question_id"), "vqa"),
+    ("Visual News", ("article_path",), "news"),
+)
+
+
+def other_task_error(record, where: str) -> InputError | None:
+    """An error saying which task reads ``record``, when its fields give that away."""
+    if not isinstance(record, dict):
+        return None
+    for name, fields, task in OTHER_FORMATS:
+        if all(f in record for f in fields):
+            return InputError(f"this looks like {name}: use --task {task}", where,
+                              f"`stylecap eval` takes it with a model trained for {task}")
+    return None
 
 
 def iter_sentences(path: Path, fields: tuple[str, ...] = TEXT_FIELDS) -> Iterator[tuple[str, str]]:
@@ -25,10 +59,9 @@ def iter_sentences(path: Path, fields: tuple[str, ...] = TEXT_FIELDS) -> Iterato
     if path.suffix == ".jsonl":
         yield from _iter_jsonl(path, fields)
         return
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                yield f"{path.stem}:{number}", line.strip()
+    for number, line in _text_lines(path):
+        if line.strip():
+            yield f"{path.stem}:{number}", line.strip()
 
 
 def _iter_jsonl(path: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, str]]:
@@ -37,20 +70,38 @@ def _iter_jsonl(path: Path, fields: tuple[str, ...]) -> Iterator[tuple[str, str]
             raise InputError("malformed JSON", f"{path}:{number}", "fix or delete that line")
         text = next((record[f] for f in fields if isinstance(record, dict) and isinstance(record.get(f), str)), None)
         if not text or not text.strip():
-            raise InputError(f"record has no text field ({' / '.join(fields)})", f"{path}:{number}",
-                             "add one of those fields")
+            raise other_task_error(record, f"{path}:{number}") or InputError(
+                f"record has no text field ({' / '.join(fields)})", f"{path}:{number}", "add one of those fields")
         yield str(record.get("id", f"{path.stem}:{number}")), text.strip()
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file (a byte-order mark is dropped); a line that is not
+    UTF-8 is one error naming it, never a decoding traceback."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"line {number} is not UTF-8 text (byte {exc.start + 1} of the line)",
+                                 f"{path}:{number}", "save the file as UTF-8") from None
+            yield number, line
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, object]]:
     """(line number, parsed value or None when the line is not JSON) for each non-blank line."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError:
-                    yield number, None
+    for number, line in _text_lines(path):
+        if line.strip():
+            yield number, _parse_json(line)
+
+
+def _parse_json(text: str) -> object:
+    """The JSON value, or None. Besides malformed JSON, ``json`` raises ValueError for a number of
+    more than 4,300 digits and RecursionError for deep nesting: malformed input all the same."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 # Above this size a JSON file is read through `datasets` (Arrow, memory-mapped) instead of json.load,
@@ -65,13 +116,23 @@ def json_records(path: Path, field: str | None = None) -> Iterable[dict]:
         return _arrow_records(path, field)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON: {exc}", str(path), "check the file is complete") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or not UTF-8 (see _parse_json for the others)
+        raise InputError(f"not valid JSON: {first_line(exc, 200)}", str(path), "check the file is complete") from None
     records = data.get(field) if field and isinstance(data, dict) else data
     if not isinstance(records, list):
-        raise InputError(f"expected a list of records{f' under {field!r}' if field else ''}", str(path),
-                         "check this is the right kind of file")
+        raise _other_task_file(data, str(path)) or InputError(
+            f"expected a list of records{f' under {field!r}' if field else ''}", str(path),
+            "check this is the right kind of file")
     return records
+
+
+def _other_task_file(data, where: str) -> InputError | None:
+    """Which task reads a JSON file whose top level gives it away (VQA's question and answer files)."""
+    if isinstance(data, dict) and isinstance(data.get("questions"), list):
+        return other_task_error({"question": 1, "question_id": 1}, where)
+    if isinstance(data, dict) and isinstance(data.get("annotations"), list) and "images" not in data:
+        return other_task_error({"answers": 1, "question_id": 1}, where)
+    return None
 
 
 def _arrow_records(path: Path, field: str | None) -> Iterable[dict]:

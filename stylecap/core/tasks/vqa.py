@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from stylecap.core.answers import normalize_answer
+from stylecap.core.images import is_file, is_folder
 from stylecap.core.tasks import Example, Examples, ReadOptions, Task, find_image, finish, image_root, split_file
 from stylecap.core.tasks.caption import caption_images
 from stylecap.core.tasks.textfiles import json_records, require_file
@@ -38,9 +39,10 @@ def read(path: Path, options: ReadOptions) -> Examples:
     def locate(image_id: str) -> str | None:
         """The captions file's path for the image, else a search by id (COCO's file names end in it)."""
         relative = captions.get(image_id, (None, None))[0]
-        if relative and (caption_root / relative).is_file():
+        if relative and is_file(caption_root / relative):
             return str(caption_root / relative)
-        return find_image(root, image_id)
+        # else the file by id; else the captions file's name for it, so evaluation can name it as missing
+        return find_image(root, image_id) or (str(caption_root / relative) if relative else None)
 
     def examples() -> Iterator[Example]:
         for question in json_records(questions_file, "questions"):
@@ -71,7 +73,7 @@ def training_targets(answers: list[str]) -> list[str]:
 
 def vqa_files(path: Path, split: str | None) -> tuple[Path, Path]:
     """The questions file and its annotations file, from either file or a folder and a split."""
-    if path.is_dir():
+    if is_folder(path):
         path = split_file(path, f"*_{split or 'train'}*_questions.json", "VQA questions", split or "train")
     require_file(path, "VQA file")
     if "_questions" in path.name:
@@ -84,7 +86,7 @@ def vqa_files(path: Path, split: str | None) -> tuple[Path, Path]:
         raise InputError("not a VQA file name (expected *_questions.json or *_annotations.json)", str(path),
                          "pass the questions file")
     annotations = _annotations_of(questions)
-    if not annotations.is_file():
+    if not is_file(annotations):
         raise InputError("no annotations file beside the questions", str(annotations),
                          "VQA needs the answers (the *_annotations.json of the same split)")
     return questions, annotations
@@ -102,7 +104,7 @@ def image_captions(options: ReadOptions, questions_file: Path) -> tuple[dict, Pa
     file = options.captions
     if file is None:
         near = [folder / "dataset_coco.json" for folder in (questions_file.parent, questions_file.parent.parent)]
-        file = next((p for p in near if p.is_file()), None)
+        file = next((p for p in near if is_file(p)), None)
     if file is None:
         return {}, Path(".")
     captions = {image_id: (relative, texts) for image_id, relative, texts in caption_images(Path(file), None, Counter())}

@@ -1,0 +1,1 @@
+from stylecap.experiments import something
