@@ -1,1 +1,0 @@
-from stylecap.experiments import something
