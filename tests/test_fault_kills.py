@@ -64,7 +64,7 @@ def kill_when(proc: subprocess.Popen, ready: Trigger, deadline_s: float = 240) -
 
 # ----------------------------------------------------------------------------- training
 
-STEPS = 30
+STEPS = 48  # ten kills advance at most ~3 steps each, so the run cannot finish early
 
 
 def train_cmd(data: Path, clip: Path, out: Path) -> list[str]:
@@ -101,12 +101,15 @@ def test_training_killed_at_random_points_resumes_without_lost_or_repeated_steps
     run, rng = tmp_path / "run", random.Random(15)
     kills, inside_save = 0, 0
     while kills < 10:
-        start = max(logged_steps(run), default=0)
-        stepped = lambda start=start: max(logged_steps(run), default=0) > start  # noqa: E731
-        if kills % 2:  # inside the checkpoint written right after a step is logged
-            ready = Trigger(lambda stepped=stepped: stepped() and bool(unpublished(run)), rng.uniform(0, 0.01))
-        else:  # a random moment after a new step
-            ready = Trigger(stepped, rng.uniform(0, 1.0))
+        # Kill points are counted in steps, not seconds: a fast machine runs many steps in a second.
+        target = max(logged_steps(run), default=0) + rng.randint(1, 2)
+        reached = lambda target=target: max(logged_steps(run), default=0) >= target  # noqa: E731
+        if kills % 2:  # inside the checkpoint written right after a step is logged (or, missed, two steps on)
+            saving = lambda reached=reached, target=target: reached() and (  # noqa: E731
+                bool(unpublished(run)) or max(logged_steps(run), default=0) >= target + 2)
+            ready = Trigger(saving, rng.uniform(0, 0.01))
+        else:  # a random moment soon after a new step
+            ready = Trigger(reached, rng.uniform(0, 0.05))
         proc = subprocess.Popen(train_cmd(data, clip_folder, run), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=os.environ)
         if not kill_when(proc, ready):
@@ -156,9 +159,10 @@ def test_embedding_cache_killed_mid_encoding_resumes_with_no_torn_shard(tmp_path
     command = [sys.executable, "-c", ENCODE, str(corpus), str(clip_folder), str(root), str(shard_size)]
     kills = 0
     while kills < 6:
-        before = len(shards())
+        # Counted in shards, not seconds: a fast machine writes many shards in a second.
+        target = len(shards()) + rng.randint(1, 3)
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
-        ready = Trigger(lambda before=before: len(shards()) > before, rng.uniform(0, 0.4))
+        ready = Trigger(lambda target=target: len(shards()) >= target, rng.uniform(0, 0.02))
 
         if not kill_when(proc, ready):
             break

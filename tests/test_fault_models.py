@@ -45,18 +45,6 @@ def stylecap(*args: str, stdin: str = "", env: dict | None = None) -> subprocess
 
 # ----------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_library_progress_bars():
-    """A fresh `stylecap` process silences transformers' progress bars before importing it; in this
-    shared test process transformers was imported earlier, so silence them here as the CLI would."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    yield
-    hf_logging.enable_progress_bar()
-
-
-
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory) -> Path:
     """A LoRA model on tiny-t5: every part a saved folder has (stylecap.json, mapper, adapter,

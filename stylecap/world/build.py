@@ -18,7 +18,8 @@ from stylecap.world import formats, language
 from stylecap.world.render import render
 from stylecap.world.scenes import sample_scene, save_scenes, stream, vocab
 
-VERSION = 3  # 2: entailment and contradiction are two versions of one claim; 3: character-based and reviews voices
+VERSION = 4  # 2: entailment and contradiction are two versions of one claim; 3: character-based and reviews voices;
+# 4: every voice states itself before the scene (a caption cut at its length limit keeps its voice)
 # Disjoint image sets, in id order: CLIP pretraining, text-only training, gap-adapter pairs, eval.
 SPLITS = ("clip", "train", "pairs", "val", "test")
 TASK_SPLITS = ("train", "val", "test")  # the splits with VQA, entailment and news files (styles: train)
