@@ -55,7 +55,9 @@ def caption(
                  num_return_sequences=num_captions),
         TaskInput(question, hypothesis, context), out=out, html=html, resume=resume,
         loading=L(batch_size, workers, max_pixels, device), progress=not quiet, table=not quiet)
-    if report.failed:
+    # In a run launched in several processes the first speaks for all; the others end with 0, so that
+    # the launcher reports the first one's code as the run's.
+    if report.failed and report.main:
         raise PartialRun(f"{report.failed} input(s) could not be captioned", None,
                          "each has a record with its reason; fix or remove them and add --resume to finish")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -46,6 +46,7 @@ from stylecap.errors import EXIT_OK, EXIT_PARTIAL, InputError, Interrupted, Mode
 from stylecap.options import Decoding, Loading
 from stylecap.progress import console
 from stylecap.workflows.records import Gallery, OutputFile, TerminalTable, shown_path
+from stylecap.workflows.shards import ProcessGroup, Ranks, Shards
 
 if TYPE_CHECKING:
     import torch
@@ -171,6 +172,7 @@ class CaptionReport:
     skipped: int = 0  # already in the output file (--resume)
     seconds: float = 0.0
     failures: list[Failure] = field(default_factory=list)  # the first few, for the summary
+    main: bool = True  # false in the other processes of a run launched in several: the first speaks for all
 
     @property
     def exit_code(self) -> int:
@@ -200,32 +202,104 @@ def caption_images(paths: Iterable[Path], model_dir: Path | None, decoding: Deco
     paths = check_paths(paths)
     if resume and out is None:
         raise UsageError("--resume needs --out", "--resume", "pass the output file of the run to continue")
+    ranks = Ranks.from_env()
+    if ranks.many:
+        return _caption_share(ranks, paths, model_dir, decoding, inputs, out, html, resume, loading, progress)
     output = OutputFile(out, resume) if out else None
+    if output:
+        Shards(output).take_over(resume)
     done = output.done_keys() if output and resume else set()
-    walked = find_images(paths)
-    first = next(walked, None)
-    if first is None:
-        raise InputError("no images found", ", ".join(map(str, paths)),
-                         f"image files end in {', '.join(sorted(IMAGE_SUFFIXES))}")
-    captioner = Captioner.load(model_dir, loading.device)
-    captioner.check(decoding)
-    input_text = (inputs or TaskInput()).text_for(captioner.task)
+    job, items = _Job.start(paths, model_dir, decoding, inputs, loading)
     report = CaptionReport()
-    todo = _not_done(itertools.chain([first], walked), done, report)
+    todo = _not_done(items, done, report)
     sinks = [s for s in (output, _gallery(html, output if resume else None)) if s]
     if table:
         sinks.append(TerminalTable(_stdout(), stream_overflow=output is None))
-    try:
-        with _CaptionProgress(paths, done, progress) as bar:
-            caption_stream(captioner, todo, decoding, sinks, loading, input_text, report, bar.advance)
-    except KeyboardInterrupt:
-        raise Interrupted(_resume_advice(out)) from None
-    finally:
-        for sink in sinks:
-            sink.close()
+    job.run(todo, sinks, _CaptionProgress(paths, done, progress), report, out)
     # soft_wrap: a long path stays one line, whatever the terminal's width
     console.print(Text(report.summary() + (f"; records in {shown_path(str(out))}" if out else "")), soft_wrap=True)
     return report
+
+
+@dataclass
+class _Job:
+    """What every image of a run is captioned with: loaded once the inputs are known to hold images."""
+
+    captioner: Captioner
+    decoding: Decoding
+    loading: Loading
+    input_text: str | None
+
+    @classmethod
+    def start(cls, paths: list[Path], model_dir: Path | None, decoding: Decoding, inputs: TaskInput | None,
+              loading: Loading) -> tuple["_Job", Iterator[Path | Failure]]:
+        """The job and every input, walked lazily (only the first is looked at here)."""
+        walked = find_images(paths)
+        first = next(walked, None)
+        if first is None:
+            raise InputError("no images found", ", ".join(map(str, paths)),
+                             f"image files end in {', '.join(sorted(IMAGE_SUFFIXES))}")
+        captioner = Captioner.load(model_dir, loading.device)
+        captioner.check(decoding)
+        input_text = (inputs or TaskInput()).text_for(captioner.task)
+        return cls(captioner, decoding, loading, input_text), itertools.chain([first], walked)
+
+    def run(self, todo: Iterable[Path | Failure], sinks: list, bar: "_CaptionProgress", report: CaptionReport,
+            records_in: Path | None) -> None:
+        """Caption ``todo`` into ``sinks``; on Ctrl-C, say how to continue the records in ``records_in``."""
+        try:
+            with bar:
+                caption_stream(self.captioner, todo, self.decoding, sinks, self.loading, self.input_text, report,
+                               bar.advance)
+        except KeyboardInterrupt:
+            raise Interrupted(_resume_advice(records_in)) from None
+        finally:
+            for sink in sinks:
+                sink.close()
+
+
+def _caption_share(ranks: Ranks, paths: list[Path], model_dir: Path | None, decoding: Decoding,
+                   inputs: TaskInput | None, out: Path | None, html: Path | None, resume: bool, loading: Loading,
+                   progress: bool) -> CaptionReport:
+    """This process's share of a run launched in several (:mod:`stylecap.workflows.shards`): the files
+    no process has done, every ``size``-th from its rank on, into its own shard; the first process
+    merges the shards into ``out`` (and writes ``html`` from it) once all have finished."""
+    if out is None:
+        raise UsageError(f"captioning in {ranks.size} processes needs --out", None,
+                         "each process writes its records next to that file, and they are merged into it")
+    shards = Shards(OutputFile(out, resume))
+    shards.check(resume)
+    done = shards.done_keys() if resume else set()
+    job, items = _Job.start(paths, model_dir, decoding, inputs, replace(loading, device=ranks.device(loading.device)))
+    report, mine = CaptionReport(), shards.path(ranks)
+    with ProcessGroup() as group:
+        group.barrier()  # every process has read what is done before any process writes
+        bar = _CaptionProgress(paths, done, progress and ranks.first, ranks.share)
+        job.run(ranks.share(_not_done(items, done, report)), [OutputFile(mine, resume=True)], bar, report, mine)
+        console.print(Text(f"process {ranks.rank} of {ranks.size}: {report.summary()}"), soft_wrap=True)
+        total = _combined(group.gather(report))
+        if ranks.first:
+            _merge(shards, html, total)
+        group.barrier()  # none ends before the merge: a launcher stops them all when one ends with an error
+    total.main = ranks.first
+    return total
+
+
+def _combined(reports: list[CaptionReport]) -> CaptionReport:
+    """The run's report from its processes' (each skipped the same files already done)."""
+    failures = [failure for report in reports for failure in report.failures]
+    return CaptionReport(images=sum(r.images for r in reports), failed=sum(r.failed for r in reports),
+                         skipped=reports[0].skipped, seconds=max(r.seconds for r in reports),
+                         failures=failures[:SHOWN_FAILURES])
+
+
+def _merge(shards: Shards, html: Path | None, total: CaptionReport) -> None:
+    shards.merge()
+    gallery = _gallery(html, shards.out)
+    if gallery:
+        gallery.close()
+    console.print(Text(f"all processes: {total.summary()}; records in {shown_path(str(shards.out.path))}"),
+                  soft_wrap=True)
 
 
 def _resume_advice(out: Path | None) -> str:
@@ -301,11 +375,12 @@ def _stdout():
 class _CaptionProgress:
     """Images done, images/s and (once a background walk has counted them) the total and ETA."""
 
-    def __init__(self, paths: list[Path], done: set[str], enabled: bool):
+    def __init__(self, paths: list[Path], done: set[str], enabled: bool, share=iter):
         self.progress = Progress(TextColumn("[bold]captioning"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled)
         self.task = self.progress.add_task("captioning", total=None)
         self.enabled, self.paths, self.done = enabled, paths, done
+        self.share = share  # this process's part of the files left (in a run of one process: all of them)
 
     def __enter__(self):
         self.progress.__enter__()
@@ -314,7 +389,8 @@ class _CaptionProgress:
         return self
 
     def _count(self) -> None:
-        total = sum(1 for item in find_images(self.paths) if not (self.done and _key(item) in self.done))
+        todo = (item for item in find_images(self.paths) if not (self.done and _key(item) in self.done))
+        total = sum(1 for _ in self.share(todo))
         self.progress.update(self.task, total=total)
 
     def advance(self, n: int) -> None:
