@@ -134,14 +134,19 @@ def test_visual_news_records(dataset):
     assert not Path(examples[1].image).exists()  # its image file is absent
 
 
-def test_large_json_files_stream_through_datasets(dataset, monkeypatch):
-    from stylecap.core.tasks import textfiles
+def test_readers_give_the_same_examples_with_their_values_spilled(dataset, monkeypatch):
+    from stylecap.core.tasks import spill
 
-    small = [read("caption", dataset / "dataset_coco.json", split=None), read("vqa", dataset / "vqa", split="val2014")]
-    monkeypatch.setattr(textfiles, "ARROW_THRESHOLD", 0)
-    arrow = [read("caption", dataset / "dataset_coco.json", split=None), read("vqa", dataset / "vqa", split="val2014")]
-    assert arrow == small
-    assert [a.skipped for a in arrow] == [s.skipped for s in small]
+    def both():
+        return [read("caption", dataset / "dataset_coco.json", split=None), read("vqa", dataset / "vqa", split="val2014"),
+                read("caption", dataset / "dataset_coco.json", split=None, mode="multiple")]
+
+    held = both()
+    monkeypatch.setattr(spill, "BLOCK", 2)  # every two values go to a memory-mapped file
+    spilled = both()
+    assert spilled == held
+    assert [s.skipped for s in spilled] == [h.skipped for h in held]
+    assert [list(s.values("clip_text")) for s in spilled] == [list(h.values("clip_text")) for h in held]
 
 
 def test_readers_read_a_synthetic_world(tmp_path):

@@ -34,10 +34,11 @@ class EmbeddingCache:
         self.root = Path(root) if root else cache_root() / "embeddings" / encoder.identity
         self.shard_size = shard_size
 
-    def vectors(self, texts: Sequence[str], progress=None) -> torch.Tensor:
-        """Vectors for ``texts`` (in order); ``progress(done, total)`` is called as shards finish."""
+    def view(self, texts: Sequence[str], progress=None) -> "CachedVectors":
+        """Vectors for ``texts`` (in order), read through the memory-mapped shards, encoding the
+        missing ones; ``progress(done, total)`` is called as shards finish."""
         if not texts:
-            return torch.empty(0, self.encoder.dim)
+            return CachedVectors([torch.empty(0, self.encoder.dim)])
         folder = self.root / text_digest(texts)
         folder.mkdir(parents=True, exist_ok=True)
         shards = []
@@ -45,13 +46,54 @@ class EmbeddingCache:
             path = folder / f"shard-{index:05d}.safetensors"
             if not path.exists():
                 save_vectors(self.encoder.encode_texts(texts[start:start + self.shard_size]), path)
-            shards.append(load_file(str(path))["vectors"])
+            shards.append(load_file(str(path))["vectors"])  # safetensors maps the file: no copy is made
             if progress:
                 progress(min(start + self.shard_size, len(texts)), len(texts))
-        vecs = torch.cat(shards)
-        if vecs.shape[0] != len(texts):
+        vectors = CachedVectors(shards)
+        if len(vectors) != len(texts):
             raise InputError("embedding cache does not match its corpus", str(folder), "delete that folder")
-        return vecs
+        return vectors
+
+    def vectors(self, texts: Sequence[str], progress=None) -> torch.Tensor:
+        """The same vectors as one tensor in memory, for arithmetic over all of them."""
+        return self.view(texts, progress).tensor()
+
+
+class CachedVectors:
+    """Rows of several memory-mapped shards read as one ``[N, D]`` table: indexing (an int, a slice,
+    a list or tensor of positions) copies out only the rows asked for, so what training holds
+    resident does not grow with the corpus."""
+
+    def __init__(self, shards: list[torch.Tensor]):
+        self.shards = shards
+        lengths = torch.tensor([len(shard) for shard in shards])
+        self.ends = lengths.cumsum(0)
+        self.starts = self.ends - lengths
+        self.shape = torch.Size((int(self.ends[-1]), shards[0].shape[1]))
+        self.dtype = shards[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, slice):
+            index = range(*index.indices(len(self)))
+        positions = torch.as_tensor(index, dtype=torch.long)
+        flat = positions.reshape(-1)
+        flat = torch.where(flat < 0, flat + len(self), flat)
+        if len(flat) and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} vectors")
+        shard_of = torch.bucketize(flat, self.ends, right=True)
+        rows = flat - self.starts[shard_of]
+        out = torch.empty(len(flat), self.shape[1], dtype=self.dtype)
+        for shard in shard_of.unique().tolist():
+            where = (shard_of == shard).nonzero().squeeze(1)
+            out[where] = self.shards[shard][rows[where]]
+        return out.reshape(*positions.shape, self.shape[1])
+
+    def tensor(self) -> torch.Tensor:
+        """All the vectors, copied into one tensor."""
+        return torch.cat(self.shards)
 
 
 def save_vectors(vectors: torch.Tensor, path: Path) -> None:
@@ -75,9 +117,16 @@ def image_cache_file(encoder: ClipEncoder, paths: Sequence[str]) -> Path | None:
 
 
 def encode_texts_cached(encoder: ClipEncoder, texts: Sequence[str], progress: bool = True) -> torch.Tensor:
+    """The texts' vectors through the embedding cache, as one tensor in memory."""
+    return mapped_text_vectors(encoder, texts, progress).tensor()
+
+
+def mapped_text_vectors(encoder: ClipEncoder, texts: Sequence[str], progress: bool = True) -> CachedVectors:
+    """The texts' vectors through the embedding cache, read where they lie (training's way: its memory
+    does not grow with the corpus)."""
     with simple_progress("encoding text", len(texts), enabled=progress) as bar:
         task = bar.add_task("encoding text", total=len(texts))
-        return EmbeddingCache(encoder).vectors(texts, progress=lambda done, total: bar.update(task, completed=done))
+        return EmbeddingCache(encoder).view(texts, progress=lambda done, total: bar.update(task, completed=done))
 
 
 def image_vectors(encoder: ClipEncoder, examples: Examples, where: str, batch_size: int = 64,

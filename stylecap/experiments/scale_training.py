@@ -12,7 +12,7 @@ from stylecap.core.encoders import load_clip
 from stylecap.core.tasks import ReadOptions, get_task, with_field
 from stylecap.core.train import TrainOptions
 from stylecap.core.vectors import EmbeddingCache
-from stylecap.experiments.scale import folder_mb, stage_main
+from stylecap.experiments.scale import folder_mb, spilled_mb, stage_main
 from stylecap.options import ModelChoices
 from stylecap.paths import cache_root
 from stylecap.workflows.pipeline import rows_from_examples, train_task
@@ -27,11 +27,11 @@ def cache_stage(karpathy: str, clip: str, **_) -> dict:
     texts, _ = rows_from_examples(examples)
     encoder = load_clip(clip)
     started = time.perf_counter()
-    vectors = EmbeddingCache(encoder).vectors(texts)
+    vectors = EmbeddingCache(encoder).view(texts)
     seconds = time.perf_counter() - started
     embeddings = folder_mb(cache_root() / "embeddings")
     return {"seconds": seconds, "texts": len(texts), "dim": int(vectors.shape[1]), "embeddings_mb": embeddings,
-            "mapped_mb": embeddings + folder_mb(cache_root() / "datasets")}
+            "mapped_mb": embeddings + spilled_mb()}
 
 
 def train_stage(karpathy: str, clip: str, steps: int, batch_size: int, run: str, **_) -> dict:
@@ -41,7 +41,7 @@ def train_stage(karpathy: str, clip: str, steps: int, batch_size: int, run: str,
     started = time.perf_counter()
     train_task("caption", Path(karpathy), ModelChoices(clip=clip, lm="tiny-t5"), options, ReadOptions(split="train"))
     return {"seconds": time.perf_counter() - started, "steps": steps, "batch_size": batch_size,
-            "mapped_mb": folder_mb(cache_root() / "embeddings") + folder_mb(cache_root() / "datasets")}
+            "mapped_mb": folder_mb(cache_root() / "embeddings") + spilled_mb()}
 
 
 TRAINING = {"cache": cache_stage, "train": train_stage}

@@ -18,7 +18,7 @@ from stylecap.core.memory import RetrievalRows, memory_from_examples, memory_set
 from stylecap.core.model import CloseConfig, CloseModel, build_model, fit_lengths
 from stylecap.core.tasks import Examples, ReadOptions, get_task, with_field
 from stylecap.core.train import Row, TrainOptions, train
-from stylecap.core.vectors import encode_texts_cached, image_vectors
+from stylecap.core.vectors import image_vectors, mapped_text_vectors
 from stylecap.errors import UsageError
 from stylecap.options import ModelChoices
 from stylecap.paths import text_digest
@@ -159,7 +159,7 @@ def _training_vectors(encoder: ClipEncoder, examples, input: str, where: str, hi
         return vectors, ExampleRows(examples, vector_of), examples
     examples = with_field(examples, "clip_text", where, hint)
     texts, rows = rows_from_examples(examples)
-    return encode_texts_cached(encoder, texts, progress=options.progress), rows, examples
+    return mapped_text_vectors(encoder, texts, progress=options.progress), rows, examples
 
 
 def _with_memory(model: CloseModel, examples, vectors, rows, choices: ModelChoices, seed: int, clip_identity: str):

@@ -6,6 +6,7 @@ A reader turns files in a public format into :class:`Example` records. Training 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import itertools
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from stylecap.core.images import IMAGE_SUFFIXES, is_folder
+from stylecap.core.tasks.spill import SpilledValues
 from stylecap.errors import InputError, UsageError
 
 
@@ -39,31 +41,42 @@ class Example:
 class Examples(Sequence[Example]):
     """A reader's examples, with counts of the records it skipped and why (reported, never silent).
 
-    Stored by column, each distinct value once, each example a row of small integer codes: training
+    Stored by column, each example a row of small integer codes into the column's values: training
     views repeat texts heavily (VQA pairs every question with each caption of its image, multiple
-    mode pairs every caption with every other), so a dataset of millions of views holds its distinct
-    strings plus a few bytes per view instead of millions of Python objects. Indexing builds an
-    :class:`Example` on demand.
+    mode pairs every caption with every other), so a dataset of millions of views holds a few bytes
+    per view instead of millions of Python objects. The values themselves are spilled to
+    memory-mapped files as they grow (:class:`SpilledValues`). ``clip_text`` holds each distinct
+    text once (they are what gets encoded), found by a fixed-size digest rather than by the string;
+    the other columns store a value once per run of equal ones (a caption's image, id and
+    references repeat over its views). Indexing builds an :class:`Example` on demand.
     """
 
     FIELDS = ("target", "clip_text", "image", "input_text", "id", "refs")
+    DISTINCT = ("clip_text",)
 
     def __init__(self, items: Iterable[Example] = (), skipped: Counter | None = None):
         self.skipped: Counter = skipped if skipped is not None else Counter()
-        self._values: dict[str, list] = {f: [] for f in self.FIELDS}  # distinct values, first seen first
-        self._index: dict[str, dict] = {f: {} for f in self.FIELDS}
+        self._values: dict[str, SpilledValues] = {f: SpilledValues() for f in self.FIELDS}
+        self._index: dict[str, dict] = {f: {} for f in self.DISTINCT}  # digest → code
         self._codes: dict[str, array] = {f: array("i") for f in self.FIELDS}
         self.extend(items)
 
     def append(self, example: Example) -> None:
         for name in self.FIELDS:
             value = getattr(example, name)
-            value = tuple(value) if name == "refs" else value
-            code = self._index[name].get(value)
+            self._codes[name].append(self._code(name, tuple(value) if name == "refs" else value))
+
+    def _code(self, name: str, value) -> int:
+        values = self._values[name]
+        if name in self._index:
+            key = _digest(value)
+            code = self._index[name].get(key)
             if code is None:
-                code = self._index[name][value] = len(self._values[name])
-                self._values[name].append(value)
-            self._codes[name].append(code)
+                code = self._index[name][key] = values.append(value)
+            return code
+        if len(values) and values.last == value:
+            return len(values) - 1
+        return values.append(value)
 
     def extend(self, examples: Iterable[Example]) -> None:
         for example in examples:
@@ -84,17 +97,21 @@ class Examples(Sequence[Example]):
     def __repr__(self) -> str:
         return f"Examples({len(self)} examples, skipped={dict(self.skipped)})"
 
-    def select(self, positions: Iterable[int]) -> "Examples":
-        """The examples at ``positions``, in that order, copied code by code (no :class:`Example` is
-        built); the distinct values are shared with this one, which only ever appends to them."""
+    def select(self, positions: Iterable[int] | None) -> "Examples":
+        """The examples at ``positions`` (None: all), in that order, copied code by code (no
+        :class:`Example` is built); the values are shared with this one, which only ever appends to them."""
         out = Examples(skipped=Counter(self.skipped))
         out._values, out._index = self._values, self._index
+        if positions is None:
+            out._codes = {name: array("i", codes) for name, codes in self._codes.items()}
+            return out
         positions = list(positions)
         out._codes = {name: array("i", (codes[i] for i in positions)) for name, codes in self._codes.items()}
         return out
 
-    def values(self, name: str) -> list:
-        """The distinct values of a field, in the order first seen (``codes`` index into this)."""
+    def values(self, name: str) -> Sequence:
+        """The values of a field, in the order first seen (``codes`` index into this); each once for
+        ``clip_text``."""
         return self._values[name]
 
     def codes(self, name: str) -> array:
@@ -103,8 +120,16 @@ class Examples(Sequence[Example]):
 
     def column(self, name: str) -> Iterator:
         """Per example, its ``name``."""
-        values = self._values[name]
-        return (values[code] for code in self._codes[name])
+        values, last, value = self._values[name], -1, None
+        for code in self._codes[name]:
+            if code != last:  # a run of views shares its value: look it up once
+                last, value = code, values[code]
+            yield value
+
+
+def _digest(value) -> bytes | None:
+    """16 bytes standing for a text: a set of them costs the same whatever the texts' lengths."""
+    return None if value is None else hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass
@@ -174,6 +199,8 @@ def finish(examples: Iterable[Example], skipped: Counter, options: ReadOptions, 
 
 def with_field(examples: Examples, field_name: str, where: str, fix: str) -> Examples:
     """The examples that have ``clip_text`` (or ``image``); the others are counted as skipped."""
+    if isinstance(examples, Examples) and examples and all(examples.values(field_name)):
+        return examples.select(None)  # every example has it: share the values rather than copy them
     kept = Examples((ex for ex in examples if getattr(ex, field_name)), Counter(getattr(examples, "skipped", ())))
     if len(kept) < len(examples):
         kept.skipped[f"examples without {field_name.replace('_', ' ')}"] += len(examples) - len(kept)

@@ -1,15 +1,17 @@
 """Reading plain text and JSONL sentence files, with one-line errors that name the file and line."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
+
+import ijson
 
 from stylecap.errors import InputError, first_line
-from stylecap.paths import cache_root
 
 TEXT_FIELDS = ("text", "caption", "sentence", "raw")
 
@@ -104,26 +106,59 @@ def _parse_json(text: str) -> object:
         return None
 
 
-# Above this size a JSON file is read through `datasets` (Arrow, memory-mapped) instead of json.load,
-# so a dataset file of hundreds of MB does not become Python objects all at once.
-ARROW_THRESHOLD = 64 << 20
+def json_records(path: Path, field: str | None = None) -> Iterator:
+    """The records of a JSON file: the list under ``field`` (or the top-level list), parsed one record
+    at a time, so the memory a read takes does not grow with the file."""
+    return _records(require_file(path, "data file"), field)
 
 
-def json_records(path: Path, field: str | None = None) -> Iterable[dict]:
-    """The records of a JSON file: the list under ``field`` (or the top-level list)."""
-    path = require_file(path, "data file")
-    if path.stat().st_size > ARROW_THRESHOLD:
-        return _arrow_records(path, field)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:  # bad JSON or not UTF-8 (see _parse_json for the others)
-        raise InputError(f"not valid JSON: {first_line(exc, 200)}", str(path), "check the file is complete") from None
-    records = data.get(field) if field and isinstance(data, dict) else data
-    if not isinstance(records, list):
-        raise _other_task_file(data, str(path)) or InputError(
+def _records(path: Path, field: str | None) -> Iterator:
+    found = yield from _json_items(path, f"{field}.item" if field else "item")
+    if found:
+        return
+    shape = _top_level_shape(path)  # no record: say why, as a parse of the whole file would
+    if shape == "list" and field:  # a bare list where a list under ``field`` was expected is read as it
+        yield from _json_items(path, "item")
+    elif shape != "list" and not (isinstance(shape, dict) and field and shape.get(field) == "list"):
+        skeleton = {key: [] if kind == "list" else None for key, kind in shape.items()} if isinstance(shape, dict) else None
+        raise _other_task_file(skeleton, str(path)) or InputError(
             f"expected a list of records{f' under {field!r}' if field else ''}", str(path),
             "check this is the right kind of file")
-    return records
+
+
+def _json_items(path: Path, prefix: str) -> Iterator:
+    """The values at ``prefix`` (ijson's path syntax); returns how many there were."""
+    count = 0
+    with _json_errors(path), open(path, "rb") as handle:
+        for count, item in enumerate(ijson.items(handle, prefix, use_float=True), 1):
+            yield item
+    return count
+
+
+def _top_level_shape(path: Path) -> str | dict | None:
+    """"list" for a top-level list; for an object, {key: "list" or "other"}; None for a bare value."""
+    shape: dict[str, str] = {}
+    key = None
+    with _json_errors(path), open(path, "rb") as handle:
+        for prefix, event, value in ijson.parse(handle):
+            if prefix == "" and event == "start_array":
+                return "list"
+            if prefix == "" and event == "map_key":
+                key = value
+            elif key is not None:  # the first event of a top-level key's value says what it is
+                shape[key], key = "list" if event == "start_array" else "other", None
+            elif prefix == "" and event not in ("start_map", "end_map"):
+                return None
+    return shape
+
+
+@contextlib.contextmanager
+def _json_errors(path: Path):
+    """Bad JSON, or bytes that are not UTF-8, is one error naming the file, wherever the parser meets it."""
+    try:
+        yield
+    except (ijson.JSONError, UnicodeDecodeError, RecursionError) as exc:
+        raise InputError(f"not valid JSON: {first_line(exc, 200)}", str(path), "check the file is complete") from None
 
 
 def _other_task_file(data, where: str) -> InputError | None:
@@ -133,20 +168,6 @@ def _other_task_file(data, where: str) -> InputError | None:
     if isinstance(data, dict) and isinstance(data.get("annotations"), list) and "images" not in data:
         return other_task_error({"answers": 1, "question_id": 1}, where)
     return None
-
-
-def _arrow_records(path: Path, field: str | None) -> Iterable[dict]:
-    import datasets
-
-
-    datasets.disable_progress_bars()
-    try:
-        table = datasets.load_dataset("json", data_files=str(path), field=field, split="train",
-                                      cache_dir=str(cache_root() / "datasets"))
-    except Exception as exc:  # pyarrow/datasets raise many kinds for a malformed file
-        raise InputError(f"could not read the JSON file: {first_line(exc, 200)}", str(path),
-                         "check the file is complete") from None
-    return table  # iterates as dicts, one row at a time, from the memory-mapped table
 
 
 def jsonl_records(path: Path, skipped: Counter) -> Iterator[tuple[int, dict]]:
