@@ -67,10 +67,14 @@ def _kill_at_random_point(args: list[str], out: Path, rng: random.Random, kills_
     target = before + rng.randint(1, max(1, todo // (kills_left + 1)))
     process = subprocess.Popen([sys.executable, "-m", "stylecap", *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + (rng.uniform(0.2, 4.0) if startup else 240)
+    deadline = time.monotonic() + (rng.uniform(0.2, 2.5) if startup else 240)
     while process.poll() is None and time.monotonic() < deadline:
         if not startup and len(_lines(out)) >= target:
-            time.sleep(rng.uniform(0, 0.15))  # somewhere in the next batch: decoding, captioning or writing
+            # somewhere in the next batch (decoding, captioning or writing); a fast machine may write
+            # several batches in that time, so at most one more batch of the largest size
+            moment = time.monotonic() + rng.uniform(0, 0.15)
+            while time.monotonic() < moment and len(_lines(out)) < target + 8 and process.poll() is None:
+                time.sleep(0.002)
             break
         time.sleep(0.005)
     if process.poll() is not None:

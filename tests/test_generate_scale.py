@@ -182,7 +182,10 @@ def test_a_killed_corpus_pass_resumes_without_losing_or_repeating_a_record(tmp_p
         deadline = time.monotonic() + 120
         while judged() == before and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)  # until it has made some progress ...
-        time.sleep(rng.uniform(0.0, 0.25))  # ... then at a random moment
+        # ... then at a random moment, at most one checkpoint on (a fast machine gets far in 0.25 s)
+        moment, progressed = time.monotonic() + rng.uniform(0.0, 0.25), judged()
+        while time.monotonic() < moment and judged() < progressed + 1000 and process.poll() is None:
+            time.sleep(0.002)
         if process.poll() is not None:
             break  # it finished: fewer kills than asked, which the assertion below reports
         process.send_signal(signal.SIGKILL)

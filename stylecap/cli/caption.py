@@ -1,6 +1,7 @@
 """`stylecap caption`: caption image files and folders with a trained model; `stylecap bench caption`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -47,7 +48,7 @@ def caption(
 
     given = {"question": question, "hypothesis": hypothesis, "context": context}
     chosen = choose_model(model, next((name for name, value in given.items() if value is not None), None))
-    if chosen.line:  # a model the user did not name: say which, and what it knows
+    if chosen.line and os.environ.get("RANK", "0") == "0":  # a model the user did not name: say which (once)
         err_console.print(chosen.line, markup=False, highlight=False)
     report = caption_images(
         paths, chosen.model,
@@ -55,8 +56,8 @@ def caption(
                  num_return_sequences=num_captions),
         TaskInput(question, hypothesis, context), out=out, html=html, resume=resume,
         loading=L(batch_size, workers, max_pixels, device), progress=not quiet, table=not quiet)
-    # In a run launched in several processes the first speaks for all; the others end with 0, so that
-    # the launcher reports the first one's code as the run's.
+    # In a run launched in several processes the first speaks for all (one error line, exit 6); the
+    # others end with 0. torchrun then exits 1, as it does for any process that failed.
     if report.failed and report.main:
         raise PartialRun(f"{report.failed} input(s) could not be captioned", None,
                          "each has a record with its reason; fix or remove them and add --resume to finish")

@@ -78,6 +78,8 @@ class CachedVectors:
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, slice):
             index = range(*index.indices(len(self)))
+        elif isinstance(index, torch.Tensor) and index.dtype == torch.bool:  # a mask, as a tensor would take it
+            index = index.nonzero().squeeze(1)
         positions = torch.as_tensor(index, dtype=torch.long)
         flat = positions.reshape(-1)
         flat = torch.where(flat < 0, flat + len(self), flat)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from stylecap.core.tasks import ReadOptions, get_task
+from stylecap.core.tasks.spill import total_spilled_bytes
 from stylecap.experiments.report import environment
 from stylecap.generate.filters import BATCH, CorpusFilter
 from stylecap.generate.styles import Filters
@@ -156,8 +157,8 @@ def max_rss_mb() -> float:
 
 
 def spilled_mb() -> float:
-    """The files this process's readers spilled their values to (memory-mapped), while they live."""
-    return folder_mb(Path(tempfile.gettempdir()))
+    """What this process's readers spilled their values to (memory-mapped files)."""
+    return total_spilled_bytes() / 2**20
 
 
 def folder_mb(folder: Path) -> float:

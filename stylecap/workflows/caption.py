@@ -275,7 +275,7 @@ def _caption_share(ranks: Ranks, paths: list[Path], model_dir: Path | None, deco
     with ProcessGroup() as group:
         group.barrier()  # every process has read what is done before any process writes
         bar = _CaptionProgress(paths, done, progress and ranks.first, ranks.share)
-        job.run(ranks.share(_not_done(items, done, report)), [OutputFile(mine, resume=True)], bar, report, mine)
+        job.run(ranks.share(_not_done(items, done, report)), [OutputFile(mine, resume=True)], bar, report, out)
         console.print(Text(f"process {ranks.rank} of {ranks.size}: {report.summary()}"), soft_wrap=True)
         total = _combined(group.gather(report))
         if ranks.first:

@@ -53,8 +53,8 @@ class ExampleRows(Sequence[Row]):
         self.examples, self.vector_of = examples, vector_of
 
     def __getitem__(self, i: int) -> Row:
-        ex = self.examples[i]
-        return Row(vector=self.vector_of[i], target=ex.target, input_text=ex.input_text)
+        field = self.examples.field
+        return Row(vector=self.vector_of[i], target=field("target", i), input_text=field("input_text", i))
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -95,7 +95,8 @@ class ProcessGroup:
         if not dist.is_initialized():  # a caller (an accelerate script) may have joined them already
             try:
                 dist.init_process_group("gloo", timeout=WAIT_FOR_OTHERS)
-            except ValueError as exc:  # WORLD_SIZE set by hand, without the launcher's MASTER_ADDR/PORT
+            except (ValueError, RuntimeError) as exc:  # WORLD_SIZE set by hand without MASTER_ADDR/PORT, a
+                # refused or unreachable address, a port in use
                 raise UsageError(f"cannot join the other processes: {first_line(exc)}", None,
                                  "start them with torchrun or accelerate launch") from None
             self.created = True
@@ -175,8 +176,11 @@ class Shards:
             for chunk in LazyBatches(self._records(shards), MERGE_CHUNK):
                 target.write(chunk)
                 merged += len(chunk)
-        finally:
+        except BaseException:
             target.close()
+            merging.unlink(missing_ok=True)  # the shards and --out are untouched: the next merge redoes it
+            raise
+        target.close()
         if merged:
             os.replace(merging, self.out.path)
         for path in shards:

@@ -118,6 +118,10 @@ class Examples(Sequence[Example]):
         """Per example, the position of its ``name`` in :meth:`values`."""
         return self._codes[name]
 
+    def field(self, name: str, i: int):
+        """Example ``i``'s ``name`` alone (a training row needs two fields, not a whole Example)."""
+        return self._values[name][self._codes[name][i]]
+
     def column(self, name: str) -> Iterator:
         """Per example, its ``name``."""
         values, last, value = self._values[name], -1, None

@@ -14,7 +14,15 @@ from typing import Iterator, Sequence
 
 import pyarrow as pa
 
+from stylecap.paths import cache_root
+
 BLOCK = 32768  # values held as Python objects before they are written out: the bound on a column's heap
+_WRITTEN = [0]  # bytes spilled by this process so far (the files are unlinked at once, so they cannot be measured)
+
+
+def total_spilled_bytes() -> int:
+    """Bytes this process's columns have spilled to mapped files (what a memory figure should count)."""
+    return _WRITTEN[0]
 
 
 class SpilledValues(Sequence):
@@ -27,6 +35,7 @@ class SpilledValues(Sequence):
         self._pending: list = []
         self._files: list[str] = []
         self.last = None  # the value appended last, as given
+        self._bytes = 0
         weakref.finalize(self, _remove, self._files)
 
     def append(self, value) -> int:
@@ -71,19 +80,31 @@ class SpilledValues(Sequence):
         return out
 
     def spilled_bytes(self) -> int:
-        return sum(os.path.getsize(file) for file in self._files if os.path.exists(file))
+        return self._bytes
 
     def _spill(self, values: list):
         try:
             array = pa.array(values)
-        except (pa.ArrowException, TypeError, ValueError):  # values Arrow has no type for stay in memory
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):  # values Arrow has no type for stay
             return values
-        handle, file = tempfile.mkstemp(prefix="stylecap-values-", suffix=".arrow")
-        os.close(handle)
-        self._files.append(file)
-        with pa.OSFile(file, "wb") as sink, pa.ipc.new_file(sink, pa.schema([("value", array.type)])) as writer:
-            writer.write_batch(pa.record_batch([array], names=["value"]))
-        return pa.ipc.open_file(pa.memory_map(file)).get_batch(0).column(0)
+        folder = cache_root() / "spill"  # the cache's disk, not /tmp (often a RAM-backed tmpfs)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, file = tempfile.mkstemp(prefix="stylecap-values-", suffix=".arrow", dir=folder)
+            os.close(handle)
+            self._files.append(file)
+            with pa.OSFile(file, "wb") as sink, pa.ipc.new_file(sink, pa.schema([("value", array.type)])) as writer:
+                writer.write_batch(pa.record_batch([array], names=["value"]))
+            column = pa.ipc.open_file(pa.memory_map(file)).get_batch(0).column(0)
+            size = os.path.getsize(file)
+        except OSError:  # a full or read-only disk: this block stays in memory, the read goes on
+            return values
+        self._bytes += size
+        _WRITTEN[0] += size
+        if os.name == "posix":  # the mapping keeps the data; unlinked now, a killed run leaves no file behind
+            os.remove(file)
+            self._files.remove(file)
+        return column
 
 
 def _python(value):

@@ -158,7 +158,10 @@ def _json_errors(path: Path):
     try:
         yield
     except (ijson.JSONError, UnicodeDecodeError, RecursionError) as exc:
-        raise InputError(f"not valid JSON: {first_line(exc, 200)}", str(path), "check the file is complete") from None
+        # the C parser's messages are bytes holding a piece of the file: decoded, the first line only
+        message = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise InputError(f"not valid JSON: {first_line(message, 200)}", str(path),
+                         "check the file is complete (NaN, Infinity and integers beyond 64 bits are not JSON)") from None
 
 
 def _other_task_file(data, where: str) -> InputError | None:
