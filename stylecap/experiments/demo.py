@@ -460,8 +460,9 @@ def _cell(summary: dict | None, seeds: int) -> str:
 
 def checks_table(report: dict):
     """The claims, ours beside the paper's: pass or miss against the bar; a bar the project no longer
-    claims (``informational`` in the plan: an earlier plan's, above what the paper itself reports)
-    is shown for information, not as a miss. The values are the report's, unchanged."""
+    claims (``informational`` in the plan: an earlier plan's, above what the paper itself reports),
+    or one that holds only at a longer budget than this run's (``min_steps``), is shown for
+    information, not as a miss. The values are the report's, unchanged."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -475,7 +476,7 @@ def checks_table(report: dict):
     plans = _plan_checks(report)
     for check in report["checks"]:
         plan = plans.get(check["target"], {})
-        informational = plan.get("informational", False)
+        informational = plan.get("informational", False) or report["settings"]["steps"] < plan.get("min_steps", 0)
         status = "[dim]info[/]" if informational else "[green]pass[/]" if check["pass"] else "[red]miss[/]"
         table.add_row(escape(check["target"]), _amount(check["value"], plan.get("kind")), plan.get("paper", "–"), status)
     return table

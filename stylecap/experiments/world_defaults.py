@@ -128,7 +128,19 @@ def with_recipe(choices: ModelChoices, options: TrainOptions, task: str) -> tupl
     # the built-in LMs start from random weights: LoRA would have nothing to preserve, so train them whole
     lora = choices.lora and not is_builtin(choices.lm)
     target = choices.max_target_len or (RECIPE.caption_target_len if task in ("caption", "style") else None)
-    return replace(choices, lora=lora, max_target_len=target), options
+    return replace(choices, lora=lora, max_target_len=target, **_no_image_lever(choices)), options
+
+
+def _no_image_lever(choices: ModelChoices) -> dict:
+    """The best lever without images, where the user chose no transfer settings: no noise in training
+    and the memory projection at test time. On the world's task defaults (the paper's σ, made for
+    ViT-L/14's narrower gap) it lifts captions from CIDEr-D 0.16 to 0.74 and the style model's object
+    F1 from 0.05 to 0.38 at this recipe's budget; README lists every task."""
+    default = _defaults(ModelChoices)
+    transfer = ("noise", "adapter", "gap", "memory_projection", "retrieve")
+    if any(getattr(choices, name) != default[name] for name in transfer):
+        return {}
+    return {"noise": 0.0, "memory_projection": True}
 
 
 def _defaults(cls) -> dict:
@@ -138,12 +150,13 @@ def _defaults(cls) -> dict:
 def recipe_line(data: WorldData, choices: ModelChoices, options: TrainOptions) -> str:
     """The one line that says what `train` does without ``--data``, and where the world is."""
     lm = f"{choices.lm} {'with LoRA' if choices.lora else 'fully fine-tuned'}"
+    lever = ", no noise + memory projection (the best lever without images)" if choices.memory_projection else ""
     scored = (f"scored at the end on its {WORLD_SPLITS['val']} held-out val images" if data.task != "style"
               else f"its captions of the {WORLD_SPLITS['val']} held-out val images scored for voice and objects")
     length = f"{options.steps} steps" if options.steps else f"{options.epochs:g} epochs"
     return (f"no --data: training on the built-in shapes world's {TASK_FILES[data.task].what} "
             f"(built once, in {data.world}); {length}, batch {options.batch_size}, lr {options.lr:g}, "
-            f"{lm}; {scored}")
+            f"{lm}{lever}; {scored}")
 
 
 def score_style(model_dir: Path, world: Path, out: Path, progress: bool = True) -> dict:
