@@ -99,7 +99,20 @@ class MeanShiftAdapter(GapAdapter):
         return {"offset_norm": float(self.offset.norm())}
 
 
-class LinearAdapter(GapAdapter):
+class AffineAdapter(GapAdapter):
+    """A fitted affine map of the text vectors (``x @ weight + bias``), then noise: what the linear and
+    CORAL adapters share; they differ in how the map is fitted."""
+
+    def __init__(self, dim: int, noise: float):
+        super().__init__(dim, noise)
+        self.register_buffer("weight", torch.eye(dim))
+        self.register_buffer("bias", torch.zeros(dim))
+
+    def shift(self, text_vecs: torch.Tensor) -> torch.Tensor:
+        return text_vecs @ self.weight + self.bias
+
+
+class LinearAdapter(AffineAdapter):
     """A linear map text → image (ridge regression, closed form), then noise.
 
     The ridge strength is picked on a held-out tenth of the pairs; the reported held-out distance
@@ -109,14 +122,6 @@ class LinearAdapter(GapAdapter):
     kind = "linear"
     needs_fit = True
     needs_pairs = True
-
-    def __init__(self, dim: int, noise: float):
-        super().__init__(dim, noise)
-        self.register_buffer("weight", torch.eye(dim))
-        self.register_buffer("bias", torch.zeros(dim))
-
-    def shift(self, text_vecs: torch.Tensor) -> torch.Tensor:
-        return text_vecs @ self.weight + self.bias
 
     def fit(self, text_vecs: torch.Tensor, image_vecs: torch.Tensor, held_out: float = 0.1, seed: int = 0) -> dict:
         x, y = text_vecs.double(), image_vecs.double()
@@ -193,7 +198,7 @@ def difference_spectrum(text_vecs: torch.Tensor, image_vecs: torch.Tensor) -> tu
     return values.flip(0).clamp(min=0), vectors.flip(1)
 
 
-class CoralAdapter(GapAdapter):
+class CoralAdapter(AffineAdapter):
     """Second-order alignment without pairs (CORAL): centre the text vectors, whiten them with the
     text covariance, recolour them with the image covariance and move them to the image mean; then
     noise. The unpaired counterpart of the linear adapter: it matches the image set's mean and
@@ -205,14 +210,6 @@ class CoralAdapter(GapAdapter):
 
     kind = "coral"
     needs_fit = True
-
-    def __init__(self, dim: int, noise: float):
-        super().__init__(dim, noise)
-        self.register_buffer("weight", torch.eye(dim))
-        self.register_buffer("bias", torch.zeros(dim))
-
-    def shift(self, text_vecs: torch.Tensor) -> torch.Tensor:
-        return text_vecs @ self.weight + self.bias
 
     def fit(self, text_vecs: torch.Tensor, image_vecs: torch.Tensor) -> dict:
         x, y = text_vecs.double(), image_vecs.double()
