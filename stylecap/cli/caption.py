@@ -46,16 +46,17 @@ def caption(
     from stylecap.workflows.caption import TaskInput, caption_images
     from stylecap.workflows.defaults import choose_model
 
+    # options are checked before a model is chosen and named
+    decoding = D(num_beams=beam, max_new_tokens=max_length, do_sample=sample, temperature=temperature, top_p=top_p,
+                 num_return_sequences=num_captions)
+    loading = L(batch_size, workers, max_pixels, device)
     given = {"question": question, "hypothesis": hypothesis, "context": context}
     chosen = choose_model(model, next((name for name, value in given.items() if value is not None), None))
     if chosen.line and os.environ.get("RANK", "0") == "0":  # a model the user did not name: say which (once)
         err_console.print(chosen.line, markup=False, highlight=False)
     report = caption_images(
-        paths, chosen.model,
-        D(num_beams=beam, max_new_tokens=max_length, do_sample=sample, temperature=temperature, top_p=top_p,
-                 num_return_sequences=num_captions),
-        TaskInput(question, hypothesis, context), out=out, html=html, resume=resume,
-        loading=L(batch_size, workers, max_pixels, device), progress=not quiet, table=not quiet)
+        paths, chosen.model, decoding, TaskInput(question, hypothesis, context), out=out, html=html, resume=resume,
+        loading=loading, progress=not quiet, table=not quiet)
     # In a run launched in several processes the first speaks for all (one error line, exit 6); the
     # others end with 0. torchrun then exits 1, as it does for any process that failed.
     if report.failed and report.main:

@@ -54,6 +54,8 @@ async def _generate(config: GenerateConfig, style: Style, source_name: str, out:
             done = finished_inputs(out)
             return {"dry_run": True, "style": style.name, "source": source_name, "out": str(out),
                     **source.estimate([item for item in items if item.key not in done])}
+        if source_name == "llm" and config.options.provider != "local":
+            config.options.llm.endpoint()  # no LLM to ask is one line before the corpus folder is made
         store = CorpusStore(out, {"style": style.name, "source": source_name})
         try:
             pending = [item for item in items if item.key not in store.done]
