@@ -165,7 +165,7 @@ class TrainOptions(_Checked):
     checkpoint_every: int = opt(500, "Save a resumable checkpoint every N steps.")
     keep_checkpoints: int = opt(2, "Checkpoints kept on disk (the newest).")
     log_every: int = opt(10, "Steps between lines of metrics.jsonl.")
-    mixed_precision: str = opt("auto", "auto (bf16 on capable GPUs) | no | bf16 | fp16.")
+    mixed_precision: str = opt("auto", "auto (bf16 where the GPU or CPU computes it natively) | no | bf16 | fp16.")
     num_workers: int = opt(0, "DataLoader worker processes for tokenising.")
     resume: bool = opt(False, "Continue the run in --out from its last checkpoint.")
     progress: bool = opt(True, "Show progress.")

@@ -25,7 +25,7 @@ from statistics import median
 from stylecap.core.encoders import load_clip
 from stylecap.core.model import build_model
 from stylecap.core.tasks import ReadOptions, get_task, with_field
-from stylecap.core.train import EpochBatches, TrainOptions, train
+from stylecap.core.train import EpochBatches, TrainOptions, auto_precision, train
 from stylecap.core.vectors import EmbeddingCache
 from stylecap.experiments.report import BenchReport, PathResult, measure
 from stylecap.experiments.scale import write_caption_data
@@ -115,8 +115,6 @@ def ours_train(cache: EmbeddingCache, texts, rows, config, options: TrainOptions
                clock: dict) -> int:
     """`stylecap train`'s loop on the cached vectors. Its metrics log (one line a step) gives the time
     of the steps after the warm-up ones, measured by the loop itself."""
-    import torch
-
     _reset_gpu_peak()
     vectors = cache.vectors(texts)  # read back from the cache files, as a later epoch or run does
     model_dir = train(vectors, rows, config, options)
@@ -128,8 +126,7 @@ def ours_train(cache: EmbeddingCache, texts, rows, config, options: TrainOptions
     clock["ours_seconds"] = elapsed[options.steps] - elapsed.get(warmup_steps, 0.0)
     clock["ours_steps"] = [elapsed[step] - elapsed.get(step - 1, 0.0) for step in range(warmup_steps + 1, options.steps + 1)]
     clock["ours_items"] = timed * options.batch_size
-    # what `--mixed-precision auto` chose (core/train.py): bf16 on a capable GPU, else full precision
-    clock["ours_precision"] = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    clock["ours_precision"] = "bf16" if auto_precision() == "bf16" else "fp32"  # what `--mixed-precision auto` chose
     clock.setdefault("trainable", {})["ours"] = _trainable_in(model_dir)
     _record_gpu_peak(clock, "ours")
     return clock["ours_items"]
