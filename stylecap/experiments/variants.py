@@ -95,9 +95,11 @@ def train_variant(task: str, variant: Variant, data: Path, read: ReadOptions | N
     choices = ModelChoices(clip=budget.clip, lm=budget.lm, noise=variant.noise, adapter=variant.adapter, gap=gap,
                            lora=budget.lora, max_target_len=budget.max_target_len,
                            memory_projection=variant.projection, retrieve=variant.retrieve)
+    # Full precision: the comparisons' numbers must not depend on whether a CPU computes bf16 natively
+    # (`--mixed-precision auto` would choose by it), so README's figures hold on every machine.
     options = TrainOptions(out_dir=run, steps=budget.steps, batch_size=budget.batch_size, lr=budget.lr,
                            seed=budget.seed, checkpoint_every=NO_CHECKPOINTS, progress=budget.progress,
-                           resume=(run / "checkpoints").exists())
+                           resume=(run / "checkpoints").exists(), mixed_precision="no")
     return train_task(task, data, choices, options, read, input=variant.input)
 
 
