@@ -447,6 +447,12 @@ def test_a_folder_as_data_is_the_same_mistake_for_every_task(tmp_path):
 
 # ----------------------------------------------------------------------------- Ctrl-C
 
+def _interruptible() -> None:
+    """Ctrl-C as in a terminal: a shell that starts jobs in the background (CI runners, `cmd &`) hands
+    them SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_when(process: subprocess.Popen, ready, deadline_s: float = 180) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline and process.poll() is None and not ready():
@@ -464,7 +470,7 @@ def test_ctrl_c_in_caption_says_to_add_resume_and_resume_finishes(model_dir, tmp
     args = ["caption", str(folder), "--model", str(model_dir), "--out", str(out), "--batch-size", "2",
             "--workers", "1", "--beam", "1", "--max-length", "8", "--quiet"]
     process = subprocess.Popen([sys.executable, "-m", "stylecap", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=_interruptible)
     _interrupt_when(process, lambda: out.exists() and out.read_bytes().count(b"\n") >= 4)
     err = process.communicate(timeout=120)[1]
     assert process.returncode == EXIT_INTERRUPTED and "Traceback" not in err, err
@@ -484,7 +490,7 @@ def test_ctrl_c_elsewhere_prints_the_documented_line(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "stylecap", "train", "--data", str(captions), "--clip", CLIP,
                                 "--out", str(run), "--steps", "100000", "--batch-size", "2"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=_interruptible)
     _interrupt_when(process, lambda: (run / "metrics.jsonl").exists())
     err = process.communicate(timeout=120)[1]
     assert process.returncode == EXIT_INTERRUPTED and "Traceback" not in err, err

@@ -98,7 +98,9 @@ def train(vectors: torch.Tensor, rows: Sequence[Row], config: CloseConfig, optio
         raise UsageError("nothing to train on: no examples", str(options.out_dir), "check the data file")
     out = Path(options.out_dir)
     # cpu=True without CUDA lets a `torchrun` launch on CPU form a gloo process group.
-    accelerator = Accelerator(mixed_precision=_precision(options.mixed_precision),
+    precision = _precision(options.mixed_precision)
+    _allow_precision(precision)
+    accelerator = Accelerator(mixed_precision=precision,
                               gradient_accumulation_steps=options.grad_accum, cpu=not torch.cuda.is_available())
     if len(rows) < accelerator.num_processes:  # a process without rows would have no batch to pad
         raise UsageError(f"{len(rows)} training example(s) cannot be shared by {accelerator.num_processes} processes: "
@@ -209,6 +211,16 @@ def _warmup_linear(step: int, warmup: int, total: int) -> float:
 
 def _precision(choice: str) -> str:
     return auto_precision() if choice == "auto" else choice
+
+
+def _allow_precision(precision: str) -> None:
+    """accelerate keeps one state per process and refuses another precision in it, so a process that
+    trains twice (the demo in full precision after a `train` in bf16; tests; notebooks) would fail.
+    Its reset of that state keeps the process group, so a distributed run is unaffected."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def auto_precision() -> str:
