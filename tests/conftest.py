@@ -71,7 +71,7 @@ def caption_file(tmp_path_factory):
     return path
 
 
-def _run_cli(args: list[str]) -> int:
+def run_cli(args: list[str]) -> int:
     """The command line in this process (same code as the installed command, without its start-up time)."""
     from stylecap.cli import main
 
@@ -85,7 +85,7 @@ def _run_cli(args: list[str]) -> int:
 @pytest.fixture
 def cli():
     """Run ``stylecap ARGS…`` in-process and return its exit code."""
-    return _run_cli
+    return run_cli
 
 
 # ----------------------------------------------------------------------------- loopback web pages

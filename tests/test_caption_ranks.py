@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import _run_cli
+from conftest import run_cli
 from PIL import Image
 
 from stylecap.errors import EXIT_OK, EXIT_USAGE
@@ -45,7 +45,7 @@ def photos(tmp_path_factory) -> list[Path]:
 def reference(photos, model_dir, tmp_path_factory) -> dict[str, str]:
     """Path → caption from a run in one process."""
     out = tmp_path_factory.mktemp("reference") / "one.jsonl"
-    assert _run_cli(["caption", str(photos[0].parent), "--model", str(model_dir), "--out", str(out), *FAST]) == 0
+    assert run_cli(["caption", str(photos[0].parent), "--model", str(model_dir), "--out", str(out), *FAST]) == 0
     return {r["path"]: r["caption"] for r in read_jsonl(out)}
 
 

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from stylecap.experiments.world_defaults import world_data, world_folder
@@ -29,20 +30,9 @@ def world_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("first-runs")
     models = {}
     for task in ("caption", "ve"):
-        assert _stylecap(["train", "--task", task, "--steps", "2", "--out", str(root / task), "--quiet"]) == 0
+        assert run_cli(["train", "--task", task, "--steps", "2", "--out", str(root / task), "--quiet"]) == 0
         models[task] = root / task / "model"
     return models
-
-
-def _stylecap(args: list[str]) -> int:
-    """The command line in this process, for module-scoped fixtures (the ``cli`` fixture is per test)."""
-    from stylecap.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exit:
-        return int(exit.code or 0)
-    return 0
 
 
 def _photos(folder: Path, count: int = 2) -> Path:

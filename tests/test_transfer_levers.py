@@ -110,12 +110,12 @@ def test_memory_options_are_checked_before_anything_loads():
 @pytest.fixture(scope="module")
 def lever_model(tmp_path_factory):
     """A tiny captioner trained a few steps with both memory levers, through the command line."""
-    from tests.conftest import _run_cli, make_captions
+    from conftest import make_captions, run_cli
 
     folder = tmp_path_factory.mktemp("levers")
     captions = folder / "captions.txt"
     captions.write_text("\n".join(make_captions(120, seed=4)) + "\n")
-    code = _run_cli(["train", "--data", str(captions), "--clip", str(asset("tiny-clip.json")), "--out",
+    code = run_cli(["train", "--data", str(captions), "--clip", str(asset("tiny-clip.json")), "--out",
                      str(folder / "run"), "--steps", "4", "--batch-size", "8", "--memory-projection",
                      "--projection-tau", "0.02", "--projection-k", "8", "--retrieve", "2", "--memory-size", "100",
                      "--quiet"])

@@ -125,12 +125,12 @@ def bench_scale(bench: ScaleBench, show: bool = True) -> dict:
 
 
 def run_stage(stage: str, data: CaptionData, folder: Path, bench: ScaleBench) -> dict:
-    """One stage in a fresh process; its caches (Arrow, embeddings, built-in LMs) live in ``folder``."""
+    """One stage in a fresh process; its caches (spilled reader values, embeddings, built-in LMs) live
+    in ``folder``."""
     module = "stylecap.experiments.scale" if stage in LIGHT_STAGES else "stylecap.experiments.scale_training"
     arguments = {"karpathy": str(data.karpathy), "text": str(data.text), "clip": bench.clip,
                  "steps": bench.train_steps, "batch_size": bench.batch_size, "run": str(folder / "run")}
-    (folder / "tmp").mkdir(parents=True, exist_ok=True)  # where readers spill their values: measured as mapped
-    env = {**os.environ, "STYLECAP_CACHE": str(folder / "cache"), "TMPDIR": str(folder / "tmp"), "HF_DATASETS_OFFLINE": "1",
+    env = {**os.environ, "STYLECAP_CACHE": str(folder / "cache"), "HF_DATASETS_OFFLINE": "1",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if bench.threads:
         env["OMP_NUM_THREADS"] = str(bench.threads)  # torch's CPU threads are set from it at start

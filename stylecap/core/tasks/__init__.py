@@ -88,7 +88,7 @@ class Examples(Sequence[Example]):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return self.select(range(*i.indices(len(self))))
-        values = {name: self._values[name][self._codes[name][i]] for name in self.FIELDS}
+        values = {name: self.field(name, i) for name in self.FIELDS}
         return Example(**{**values, "refs": list(values["refs"])})
 
     def __eq__(self, other) -> bool:  # the same examples in the same order, as a list would compare
