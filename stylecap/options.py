@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stylecap.errors import UsageError
 
-ADAPTER_KINDS = ("noise", "mean-shift", "linear", "covariance", "coral")  # stylecap.core.gap.ADAPTERS implements each
+ADAPTER_KINDS = ("noise", "mean-shift", "linear", "covariance", "coral", "pseudo-linear")  # stylecap.core.gap.ADAPTERS implements each
 MAPPERS = ("linear", "mlp")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 TRAINING_INPUTS = ("text", "images")
@@ -95,7 +95,7 @@ class ModelChoices(_Checked):
     lm: str = opt("tiny-t5", "Language model: a hub name (t5-base, gpt2), a folder, or tiny-t5 / tiny-gpt2.")
     noise: float | str | None = opt(None, "Noise σ per dimension, or 'auto' (from --gap statistics; default: "
                                           "the task's σ scaled to the CLIP width).")
-    adapter: str = opt("noise", "Gap adapter: noise | mean-shift | linear | covariance | coral.")
+    adapter: str = opt("noise", "Gap adapter: noise | mean-shift | linear | covariance | coral | pseudo-linear.")
     gap: Path | None = opt(None, "Fitted gap statistics folder from `stylecap gap fit`.")
     prefix_len: int = opt(4, "Prefix embeddings the CLIP vector becomes.")
     mapper: str = opt("linear", "Prefix mapper: linear | mlp.")

@@ -32,7 +32,7 @@ def _text(n: int = 4000, seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_has_all_kinds_and_rejects_unknown():
-    assert list(ADAPTERS) == ["noise", "mean-shift", "linear", "covariance", "coral"]
+    assert list(ADAPTERS) == ["noise", "mean-shift", "linear", "covariance", "coral", "pseudo-linear"]
     with pytest.raises(UsageError, match="unknown gap adapter"):
         build_adapter("wobble", DIM, 0.1)
 

@@ -105,7 +105,7 @@ def test_analyze_writes_json_fields_and_png_plots(world, clip, tmp_path, cli):
                 "mean_difference_norm", "pca_explained_variance", "pca_cumulative"):
         assert key in stats
     assert stats["pairs"] == 48 and stats["images"] == 24 and stats["dim"] == 32
-    assert set(report["adapters_in_sample"]) == {"none", "noise", "mean-shift", "linear", "covariance", "coral"}
+    assert set(report["adapters_in_sample"]) == {"none", "noise", "mean-shift", "linear", "covariance", "coral", "pseudo-linear"}
     # the fitted shifts bring text closer to its image than no adapter does (in sample)
     effects = report["adapters_in_sample"]
     assert effects["linear"]["cos_shift_only"] > effects["none"]["cos_shift_only"]

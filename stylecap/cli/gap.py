@@ -43,7 +43,7 @@ def fit(
                                                    "(Karpathy 'split' / JSONL 'split')."),
     limit: Optional[int] = typer.Option(None, help="At most this many images."),
     adapters: Optional[str] = typer.Option(None, help="Adapters to fit, comma-separated (default: mean-shift,linear,"
-                                                      "covariance from pairs; mean-shift,coral without)."),
+                                                      "covariance from pairs; mean-shift,coral,pseudo-linear without)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
     """Fit the gap adapters on image–caption pairs, or on images and texts that are not paired

@@ -6,12 +6,13 @@ identity: at test time the model reads real image vectors, which need no adaptin
 
 Kinds: ``noise`` (CLOSE's Gaussian noise), ``mean-shift`` (add mean image − mean text, then noise),
 ``linear`` (ridge map text → image, then noise), ``covariance`` (mean shift, then noise shaped like
-the covariance of real image − text differences) and ``coral`` (whiten the text covariance, recolour
-with the image covariance, move to the image mean: second-order alignment, then noise).
+the covariance of real image − text differences), ``coral`` (whiten the text covariance, recolour
+with the image covariance, move to the image mean: second-order alignment, then noise) and
+``pseudo-linear`` (the linear map fitted on pseudo pairs: each image with its nearest texts, refined
+from the CORAL map).
 
-``mean-shift`` and ``coral`` use only the two sets' means and covariances, so they can be fitted from
-images and texts that are not paired (``needs_pairs`` False): a user's own photos and the training
-captions. Without pairs the cosine an image keeps to its caption cannot be measured; it is estimated
+``mean-shift``, ``coral`` and ``pseudo-linear`` need no pairs (``needs_pairs`` False): they are fitted
+from images and texts that are not paired, a user's own photos and the training captions. Without pairs the cosine an image keeps to its caption cannot be measured; it is estimated
 by the mean cosine of each image to its nearest text (:func:`nearest_text_cosine`), which is what
 ``--noise auto`` then covers.
 
@@ -221,6 +222,40 @@ class CoralAdapter(AffineAdapter):
         return {"texts": len(x), "images": len(y), "text_shrinkage": text_shrink, "image_shrinkage": image_shrink}
 
 
+class PseudoLinearAdapter(AffineAdapter):
+    """The linear adapter without pairs: start from the CORAL map, pair each image with the ``NEIGHBOURS``
+    texts nearest it under the current map (pseudo pairs), refit the ridge map text → image on them,
+    and repeat (the refinement of unsupervised word translation, Conneau et al. 2018, with a ridge map
+    in place of an orthogonal one, since the gap is not a rotation). Then noise.
+
+    On the shapes world (1,000 unpaired images, 38k captions) an image's cosine to its own mapped
+    caption, held out: CORAL 0.921; one round 0.959, two 0.962, then flat; the ridge map from 1,000
+    true pairs 0.965. Three neighbours beat one by 0.001; CSLS hub correction changed nothing. The
+    ridge strength is fixed: each image appears in several pseudo pairs, so a held-out tenth of them
+    would not be held out.
+    """
+
+    kind = "pseudo-linear"
+    needs_fit = True
+    ROUNDS = 3
+    NEIGHBOURS = 3
+    RIDGE = 1e-2
+
+    def fit(self, text_vecs: torch.Tensor, image_vecs: torch.Tensor) -> dict:
+        start = CoralAdapter(self.dim, 0.0)
+        stats = start.fit(text_vecs, image_vecs)
+        weight, bias = start.weight.double(), start.bias.double()
+        x, y = text_vecs.float(), image_vecs.double()  # the texts may be a whole corpus: mapped a block at a time
+        k = min(self.NEIGHBOURS, len(x))
+        for _ in range(self.ROUNDS):
+            _, nearest = nearest_texts(y, x, k, lambda block, w=weight.float(), b=bias.float(): block @ w + b)
+            weight, bias = _ridge(x[nearest.reshape(-1)].double(), y.repeat_interleave(k, 0), self.RIDGE)
+        self.weight.copy_(weight.float())
+        self.bias.copy_(bias.float())
+        return {**stats, "rounds": self.ROUNDS, "neighbours": k, "ridge": self.RIDGE,
+                "texts_paired": int(nearest.unique().numel())}
+
+
 def shrunk_covariance(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     """(Σ*, ρ): the covariance of the rows of ``x`` shrunk towards m·I (m its mean eigenvalue),
     Σ* = (1 − ρ)·S + ρ·m·I, with the Ledoit–Wolf (2004) estimate of the ρ that minimises the expected
@@ -248,19 +283,32 @@ def _matrix_power(matrix: torch.Tensor, power: float) -> torch.Tensor:
     return (vectors * values.clamp(min=floor) ** power) @ vectors.T
 
 
-def nearest_text_cosine(image_vecs: torch.Tensor, text_vecs: torch.Tensor, block: int = 4096) -> torch.Tensor:
-    """For each image, its cosine to the nearest text (both sets normalised here): how close the
-    text side comes to an image when no pairs say which text is its own."""
+def nearest_texts(image_vecs: torch.Tensor, text_vecs: torch.Tensor, k: int = 1, transform=None,
+                  block: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cosines, indices) of the ``k`` texts nearest each image, best first; texts pass through
+    ``transform`` (an adapter's map) first. Texts are mapped and scored a block at a time, so a
+    corpus of any size costs one block of memory."""
     image_vecs = F.normalize(image_vecs.float(), dim=-1)
-    text_vecs = F.normalize(text_vecs.float(), dim=-1)
-    best = torch.full((len(image_vecs),), -1.0)
+    best = torch.full((len(image_vecs), 0), -2.0)
+    where = torch.zeros((len(image_vecs), 0), dtype=torch.long)
     for start in range(0, len(text_vecs), block):
-        best = torch.maximum(best, (image_vecs @ text_vecs[start:start + block].T).max(1).values)
-    return best
+        texts = text_vecs[start:start + block]
+        texts = F.normalize((transform(texts) if transform else texts).float(), dim=-1)
+        top = (image_vecs @ texts.T).topk(min(k, len(texts)), dim=1)
+        best, order = torch.cat([best, top.values], 1).topk(min(k, best.shape[1] + len(texts)), dim=1)
+        where = torch.cat([where, top.indices + start], 1).gather(1, order)
+    return best, where
+
+
+def nearest_text_cosine(image_vecs: torch.Tensor, text_vecs: torch.Tensor) -> torch.Tensor:
+    """For each image, its cosine to the nearest text: how close the text side comes to an image
+    when no pairs say which text is its own."""
+    return nearest_texts(image_vecs, text_vecs)[0][:, 0]
 
 
 ADAPTERS: dict[str, type[GapAdapter]] = {
-    cls.kind: cls for cls in (NoiseAdapter, MeanShiftAdapter, LinearAdapter, CovarianceAdapter, CoralAdapter)}
+    cls.kind: cls for cls in (NoiseAdapter, MeanShiftAdapter, LinearAdapter, CovarianceAdapter, CoralAdapter,
+                               PseudoLinearAdapter)}
 PAIRED_KINDS = ("mean-shift", "linear", "covariance")  # what `gap fit --pairs` fits unless told
 UNPAIRED_KINDS = tuple(kind for kind, cls in ADAPTERS.items() if cls.needs_fit and not cls.needs_pairs)
 
@@ -357,19 +405,38 @@ def check_unpaired_kinds(kinds: list[str] | None) -> list[str]:
 
 def fit_unpaired(text_vecs: torch.Tensor, image_vecs: torch.Tensor, kinds=None, noise: float = 0.0) -> dict:
     """{kind: (fitted adapter, fit statistics)} from a set of texts and a set of images that are not
-    paired. What each shift leaves of the gap is estimated by the mean cosine of each image to its
-    nearest shifted text (``cos_image_caption_after_shift``, what ``--noise auto`` covers)."""
+    paired. What each shift leaves of the gap (``cos_image_caption_after_shift``, what ``--noise
+    auto`` covers) is estimated by :func:`held_out_nearest_cosine`."""
     kinds = check_unpaired_kinds(kinds)
+    text_vecs, image_vecs = text_vecs.float(), image_vecs.float()
     fitted = {}
     for kind in kinds:
         adapter = build_adapter(kind, text_vecs.shape[1], noise)
-        stats = adapter.fit(text_vecs.float(), image_vecs.float())
-        with torch.no_grad():
-            shifted = adapter.shift(text_vecs.float())
-        stats[COS_AFTER] = float(nearest_text_cosine(image_vecs, shifted).mean())
-        stats["cos_after_shift_estimated_by"] = "nearest text"
+        stats = adapter.fit(text_vecs, image_vecs)
+        stats[COS_AFTER], stats["cos_after_shift_estimated_by"] = held_out_nearest_cosine(kind, text_vecs, image_vecs)
         fitted[kind] = (adapter, stats)
     return fitted
+
+
+def held_out_nearest_cosine(kind: str, text_vecs: torch.Tensor, image_vecs: torch.Tensor) -> tuple[float, str]:
+    """(estimate, how): the mean cosine of each image to its nearest shifted text, each half of the
+    images scored under the adapter fitted on the other half. Scored in-sample, a map fitted to pull
+    these very images' nearest texts towards them looks better than it is (pseudo-linear from 50
+    images: 0.993 in-sample, 0.892 to the own captions of other images); with fewer than four
+    images it falls back to in-sample."""
+    if len(image_vecs) < 4:
+        adapter = build_adapter(kind, text_vecs.shape[1], 0.0)
+        adapter.fit(text_vecs, image_vecs)
+        return float(nearest_texts(image_vecs, text_vecs, transform=adapter.shift)[0].mean()), "nearest text"
+    order = torch.randperm(len(image_vecs), generator=torch.Generator().manual_seed(0))
+    halves = order[: len(order) // 2], order[len(order) // 2:]
+    scores = []
+    for fit_on, score_on in (halves, halves[::-1]):
+        adapter = build_adapter(kind, text_vecs.shape[1], 0.0)
+        adapter.fit(text_vecs, image_vecs[fit_on])
+        with torch.no_grad():
+            scores.append(nearest_texts(image_vecs[score_on], text_vecs, transform=adapter.shift)[0][:, 0])
+    return float(torch.cat(scores).mean()), "nearest text, each half of the images under the fit on the other half"
 
 
 def save_gap(out: Path, fitted: dict, meta: dict) -> Path:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from stylecap.core.encoders import load_clip, resolve_clip
-from stylecap.core.gap import UNPAIRED_KINDS, auto_noise, expected_cosine, read_gap
+from stylecap.core.gap import PAIRED_KINDS, UNPAIRED_KINDS, auto_noise, expected_cosine, read_gap
 from stylecap.core.tasks import Examples, ReadOptions, get_task
 from stylecap.core.vectors import image_vectors
 from stylecap.errors import InputError, UsageError, first_line
@@ -189,10 +189,13 @@ def _fit_gap(spec: DemoSpec, world: Path, gap_dir: Path, source: str = "pairs", 
 
 
 def _gap_is_current(fitted: dict, spec: DemoSpec, data: Path) -> bool:
-    """Was this gap fitted with this CLIP on this world's file?"""
+    """Was this gap fitted with this CLIP on this world's file, with every adapter this version fits
+    from its source (a folder from an older version may lack one)?"""
     source = fitted.get("pairs") or fitted.get("unpaired", {}).get("texts", {})
     digest = source.get("digest") if fitted.get("pairs") else source.get("file_digest")
-    return fitted.get("clip_identity") == resolve_clip(spec.clip).identity and digest == file_digest(data)
+    kinds = PAIRED_KINDS if fitted.get("pairs") else UNPAIRED_KINDS
+    return (fitted.get("clip_identity") == resolve_clip(spec.clip).identity and digest == file_digest(data)
+            and set(kinds) <= set(fitted.get("adapters", {})))
 
 
 def _gap_for(spec: DemoSpec, world: Path, gap_dir: Path, variant: Variant) -> Path | None:
