@@ -136,3 +136,15 @@ def test_launch_errors_are_one_line(env, out, message, photos, model_dir, tmp_pa
     assert cli(args + ["--out", str(tmp_path / "c.jsonl")] * out) == EXIT_USAGE
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and message in line
+
+
+@pytest.mark.parametrize("local, expected", [(None, 8), ("1", 8), ("4", 3), ("16", 0), ("many", 8)])
+def test_processes_on_one_machine_share_its_decoding_cores(local, expected, monkeypatch):
+    from stylecap.core import images
+
+    monkeypatch.setattr(images, "usable_cores", lambda: 16)
+    if local is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert images.default_workers() == expected

@@ -1,7 +1,6 @@
 """`stylecap caption`: caption image files and folders with a trained model; `stylecap bench caption`."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -45,6 +44,7 @@ def caption(
     from stylecap.cli import err_console
     from stylecap.workflows.caption import TaskInput, caption_images
     from stylecap.workflows.defaults import choose_model
+    from stylecap.workflows.shards import first_process
 
     # options are checked before a model is chosen and named
     decoding = D(num_beams=beam, max_new_tokens=max_length, do_sample=sample, temperature=temperature, top_p=top_p,
@@ -52,7 +52,7 @@ def caption(
     loading = L(batch_size, workers, max_pixels, device)
     given = {"question": question, "hypothesis": hypothesis, "context": context}
     chosen = choose_model(model, next((name for name, value in given.items() if value is not None), None))
-    if chosen.line and os.environ.get("RANK", "0") == "0":  # a model the user did not name: say which (once)
+    if chosen.line and first_process():  # a model the user did not name: say which (once)
         err_console.print(chosen.line, markup=False, highlight=False)
     report = caption_images(
         paths, chosen.model, decoding, TaskInput(question, hypothesis, context), out=out, html=html, resume=resume,

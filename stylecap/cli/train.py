@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -61,6 +60,7 @@ def train(
     from stylecap.core.tasks import ReadOptions
     from stylecap.workflows.defaults import remember_model
     from stylecap.workflows.pipeline import train_task
+    from stylecap.workflows.shards import first_process
 
     choices = M(clip=clip, lm=lm, noise=noise, adapter=adapter, gap=gap, prefix_len=prefix_len, mapper=mapper,
                 lora=not full_finetune, lora_r=lora_r, max_target_len=max_target_len,
@@ -76,7 +76,7 @@ def train(
     else:
         data, val, read_options, choices = _hub_datasets(task, data, val, read_options, choices)
     model_dir = train_task(task, data, choices, options, read_options, val=val, input=input)
-    if os.environ.get("RANK", "0") != "0":  # one report, not one per process under torchrun/accelerate
+    if not first_process():  # one report, not one per process under torchrun/accelerate
         return
     if world is not None and task == "style":
         from stylecap.experiments.world_defaults import score_style

@@ -267,8 +267,14 @@ def usable_cores() -> int:
 
 
 def default_workers() -> int:
-    """Decoding processes: all cores but one for the main process, at most 8."""
-    return max(0, min(8, usable_cores() - 1))
+    """Decoding processes: this process's share of the cores but one (for the process itself), at most
+    8. Under ``torchrun`` / ``accelerate launch`` the processes on one machine share its cores
+    (``LOCAL_WORLD_SIZE``, set by the launcher), so each takes its share, not all of them."""
+    try:
+        local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    except ValueError:  # not set by a launcher we know: one process
+        local_processes = 1
+    return max(0, min(8, usable_cores() // local_processes - 1))
 
 
 def worker_count(requested: int | None, items: Iterator, batch_size: int) -> tuple[int, Iterator]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 from array import array
 from dataclasses import replace
@@ -24,6 +23,7 @@ from stylecap.options import ModelChoices
 from stylecap.paths import text_digest
 from stylecap.workflows.evaluate import evaluate
 from stylecap.workflows.model_card import write_model_card
+from stylecap.workflows.shards import first_process
 
 PAPER_CLIP_DIM = 768  # ViT-L/14, the CLIP the paper's noise levels were tuned for
 
@@ -125,9 +125,9 @@ def train_task(task_name: str, data: Path, choices: ModelChoices, options: Train
     if choices.uses_memory:
         model, rows = _with_memory(model, examples, vectors, rows, choices, options.seed, encoder.identity)
     model_dir = train(vectors, rows, config, options, model=model)
-    if os.environ.get("RANK", "0") == "0":  # rank 0 saved the model; its card goes beside it
+    if first_process():  # rank 0 saved the model; its card goes beside it
         write_model_card(model_dir)
-    if val is not None and os.environ.get("RANK", "0") == "0":  # validate once, not once per process
+    if val is not None and first_process():  # validate once, not once per process
 
         evaluate(model_dir, val, input="images" if read_options.images else "text", split="val",
                  images=read_options.images, captions=read_options.captions, out=Path(options.out_dir) / "val",
@@ -138,7 +138,7 @@ def train_task(task_name: str, data: Path, choices: ModelChoices, options: Train
 def _report_skipped(examples, data: Path) -> None:
     """One line on stderr with what the readers (and the image check) left out, and why."""
     counts = {why: n for why, n in getattr(examples, "skipped", {}).items() if n}
-    if counts and os.environ.get("RANK", "0") == "0":
+    if counts and first_process():
         reasons = ", ".join(f"{n} {why}" for why, n in counts.items())
         print(f"skipped {sum(counts.values())} record(s) of {data}: {reasons}", file=sys.stderr, flush=True)
 

@@ -71,6 +71,12 @@ class Ranks:
         return f"cuda:{self.local_rank % torch.cuda.device_count()}"
 
 
+def first_process() -> bool:
+    """Is this the first (or only) process of a launch: the one that writes shared files and prints
+    the summaries that should appear once, not once per process?"""
+    return Ranks.from_env().first
+
+
 def _env_int(name: str, default: int | None) -> int | None:
     value = os.environ.get(name, "").strip()
     if not value:
