@@ -184,6 +184,9 @@ class TrainOptions(_Checked):
         self._one_of("mixed_precision", PRECISIONS)
 
 
+MAX_RERANK = 64  # candidates sampled per image by --rerank: each costs a decode and a CLIP text encoding
+
+
 @dataclass
 class Decoding(_Checked):
     """How captions are decoded; None means the model's saved default."""
@@ -194,6 +197,8 @@ class Decoding(_Checked):
     temperature: float = opt(1.0, "Sampling temperature (with --sample).")
     top_p: float | None = opt(None, "Nucleus sampling mass (with --sample).")
     num_return_sequences: int = opt(1, "Captions per image, best first.", flag="--num-captions")
+    rerank: int = opt(0, f"Sample N captions per image and keep those CLIP places nearest the image (0: off; at "
+                         f"most {MAX_RERANK}; captioning and style models).")
 
     def __post_init__(self):
         self._at_least("num_beams", 1, optional=True)
@@ -205,16 +210,30 @@ class Decoding(_Checked):
         if self.top_p is not None and not (_finite(self.top_p) and 0 < self.top_p <= 1):
             self._fail("top_p", f"--top-p must be in (0, 1], not {self.top_p!r}", "use e.g. 0.9")
         self._at_least("num_return_sequences", 1)
+        self._at_least("rerank", 0)
+        if self.rerank > MAX_RERANK:
+            self._fail("rerank", f"--rerank {self.rerank} samples more captions per image than {MAX_RERANK}",
+                       "8 to 32 is plenty")
+        if self.rerank and (self.num_beams or 1) > 1:
+            self._fail("rerank", f"--rerank samples its candidates, so --beam {self.num_beams} does not apply",
+                       "leave --beam out")
+        if self.rerank and self.rerank < self.num_return_sequences:
+            self._fail("rerank", f"--rerank {self.rerank} samples fewer captions than --num-captions "
+                                 f"{self.num_return_sequences} asks to keep", "sample at least as many")
 
     def check(self) -> None:
         """Re-run the checks (fields may have been changed after construction)."""
         self.__post_init__()
 
     def generate_kwargs(self, default_beams: int = 1) -> dict:
-        """Arguments for ``CloseModel.generate``; beam search keeps at least as many beams as captions."""
+        """Arguments for ``CloseModel.generate``; beam search keeps at least as many beams as captions;
+        with ``rerank`` it samples that many candidates (the caller keeps the best by CLIP)."""
         self.check()
         kwargs = vars(self).copy()
-        if not self.do_sample:
+        del kwargs["rerank"]
+        if self.rerank:
+            kwargs.update(do_sample=True, num_beams=1, num_return_sequences=self.rerank)
+        elif not self.do_sample:
             kwargs["num_beams"] = max(self.num_beams or default_beams, self.num_return_sequences)
         return kwargs
 

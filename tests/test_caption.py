@@ -412,3 +412,52 @@ def test_terminal_table_for_small_runs_lines_for_large_ones():
     assert "┃ image" in run(3)
     lines = run(TABLE_ROWS + 1).splitlines()
     assert len(lines) == TABLE_ROWS + 1 and lines[0] == "p0.jpg\tcap 0\t0.500"
+
+
+# ----------------------------------------------------------------------------- test-time CLIP reranking
+
+def test_rerank_orders_distinct_candidates_by_their_clip_cosine_to_the_image(photo_folder):
+    from stylecap.core.rerank import rerank
+
+    _, good, _ = photo_folder
+    encoder = Captioner_encoder()
+    image = encoder.encode_images(good[:1])
+    texts = ["a red circle", "a blue square", "a green star"]
+    cosines = (encoder.encode_texts(texts) @ image[0]).tolist()
+    candidates = [[(texts[0], 0.9), (texts[1], 0.1), (texts[0], 0.5), ("", 0.3), (texts[2], 0.2)]]
+    ranked = rerank(candidates, image, encoder, keep=3)[0]
+    assert [text for text, _ in ranked] == [texts[i] for i in sorted(range(3), key=lambda i: -cosines[i])]
+    assert [score for _, score in ranked] == pytest.approx(sorted(cosines, reverse=True), abs=1e-5)
+    assert rerank([[("", 0.5)]], image, encoder)[0][0][0] == ""  # nothing but an empty caption: kept as it is
+
+
+def test_caption_rerank_keeps_the_samples_nearest_each_image(photo_folder, tmp_path, cli):
+    """With the shipped captioner (clean English, so a caption read back from the file is the text
+    that was scored) and its world CLIP."""
+    from stylecap.core.encoders import load_clip
+
+    _, good, _ = photo_folder
+    out = tmp_path / "reranked.jsonl"
+    assert cli(argv("caption", *good[:3], "--model", asset("captioner"), "--out", out, "--rerank", "6",
+                    "--num-captions", "2", "--workers", "0", "--quiet")) == 0
+    records = read_jsonl(out)
+    assert [r["path"] for r in records] == [str(p) for p in good[:3] for _ in range(2)]
+    encoder = load_clip("world", "cpu")
+    # the image vectors as the command reads them (oriented, alpha flattened: not encode_images' plain RGB)
+    images = torch.cat([batch.vectors for batch in iter_image_vectors(encoder, good[:3], num_workers=0)])
+    for i, pair in enumerate(zip(records[::2], records[1::2], strict=True)):
+        assert pair[0]["score"] >= pair[1]["score"] and pair[0]["caption"] != pair[1]["caption"]
+        for record in pair:  # the score is the caption's CLIP cosine to its image
+            cosine = float(encoder.encode_texts([record["caption"]])[0] @ images[i])
+            assert record["score"] == pytest.approx(cosine, abs=2e-3)
+
+
+def test_rerank_is_refused_for_a_model_that_answers(photo_folder, tmp_path, cli, capsys):
+    from stylecap.core.model import CloseConfig, build_model
+
+    _, good, _ = photo_folder
+    vqa = build_model(CloseConfig(task="vqa", clip=str(asset("tiny-clip.json")), clip_dim=32, lm="tiny-t5",
+                                  lora=False)).save(tmp_path / "vqa")
+    code = cli(argv("caption", good[0], "--model", vqa, "--question", "what?", "--rerank", "4", "--quiet"))
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and "vqa model" in err and len(err.splitlines()) == 1

@@ -10,7 +10,7 @@ from test_tasks import make_dataset
 
 from stylecap.core.model import read_model_meta
 from stylecap.core.tasks import ReadOptions
-from stylecap.errors import InputError
+from stylecap.errors import InputError, UsageError
 from stylecap.options import ModelChoices, TrainOptions
 from stylecap.workflows.evaluate import evaluate, metrics_table
 from stylecap.workflows.pipeline import default_noise, train_task
@@ -51,6 +51,12 @@ def test_caption_trains_on_text_and_evaluates_on_images_and_text(dataset, tmp_pa
     first = json.loads(on_text.predictions.read_text().splitlines()[0])
     assert first["clip_text"] not in first["references"] and len(first["references"]) == 2
     metrics_table(report)  # renders without error
+    reranked = evaluate(model, dataset / "dataset_coco.json", input="images", meteor=False, progress=False,
+                        rerank=4, out=tmp_path / "reranked")
+    assert reranked.report["decoding"]["rerank"] == 4 and reranked.report["items"] == 2
+    with pytest.raises(UsageError, match="vqa model"):
+        evaluate(quick_train("vqa", dataset / "vqa", tmp_path / "vqa", read_options=ReadOptions(split="val2014")),
+                 dataset / "vqa", split="val2014", progress=False, rerank=4)
 
 
 def test_vqa_trains_on_captions_and_scores_official_accuracy(dataset, tmp_path):

