@@ -198,7 +198,7 @@ class Decoding(_Checked):
     top_p: float | None = opt(None, "Nucleus sampling mass (with --sample).")
     num_return_sequences: int = opt(1, "Captions per image, best first.", flag="--num-captions")
     rerank: int = opt(0, f"Sample N captions per image and keep those CLIP places nearest the image (0: off; at "
-                         f"most {MAX_RERANK}; captioning and style models).")
+                         f"most {MAX_RERANK}; captioning models).")
 
     def __post_init__(self):
         self._at_least("num_beams", 1, optional=True)
