@@ -194,8 +194,8 @@ class Decoding(_Checked):
     num_beams: int | None = opt(None, "Beam width (default: the model's).", flag="--beam")
     max_new_tokens: int | None = opt(None, "Max new tokens per caption.", flag="--max-length")
     do_sample: bool = opt(False, "Sample instead of beam search.", flag="--sample")
-    temperature: float = opt(1.0, "Sampling temperature (with --sample).")
-    top_p: float | None = opt(None, "Nucleus sampling mass (with --sample).")
+    temperature: float = opt(1.0, "Sampling temperature (with --sample or --rerank).")
+    top_p: float | None = opt(None, "Nucleus sampling mass (with --sample or --rerank).")
     num_return_sequences: int = opt(1, "Captions per image, best first.", flag="--num-captions")
     rerank: int = opt(0, f"Sample N captions per image and keep those CLIP places nearest the image (0: off; at "
                          f"most {MAX_RERANK}; captioning models).")
@@ -211,6 +211,8 @@ class Decoding(_Checked):
             self._fail("top_p", f"--top-p must be in (0, 1], not {self.top_p!r}", "use e.g. 0.9")
         self._at_least("num_return_sequences", 1)
         self._at_least("rerank", 0)
+        if self.rerank == 1:
+            self._fail("rerank", "--rerank 1 would keep its only sample", "rerank 2 or more samples (8 to 32 is plenty)")
         if self.rerank > MAX_RERANK:
             self._fail("rerank", f"--rerank {self.rerank} samples more captions per image than {MAX_RERANK}",
                        "8 to 32 is plenty")
@@ -231,9 +233,9 @@ class Decoding(_Checked):
         self.check()
         kwargs = vars(self).copy()
         del kwargs["rerank"]
-        if self.rerank:
-            kwargs.update(do_sample=True, num_beams=1, num_return_sequences=self.rerank)
-        elif not self.do_sample:
+        if self.rerank:  # candidates for stylecap.core.rerank.generate_reranked
+            return {**kwargs, "do_sample": True, "num_beams": 1, "num_return_sequences": self.rerank}
+        if not self.do_sample:
             kwargs["num_beams"] = max(self.num_beams or default_beams, self.num_return_sequences)
         return kwargs
 

@@ -51,9 +51,27 @@ def test_caption_trains_on_text_and_evaluates_on_images_and_text(dataset, tmp_pa
     first = json.loads(on_text.predictions.read_text().splitlines()[0])
     assert first["clip_text"] not in first["references"] and len(first["references"]) == 2
     metrics_table(report)  # renders without error
-    reranked = evaluate(model, dataset / "dataset_coco.json", input="images", meteor=False, progress=False,
-                        rerank=4, out=tmp_path / "reranked")
-    assert reranked.report["decoding"]["rerank"] == 4 and reranked.report["items"] == 2
+    from stylecap.core import rerank as reranking
+
+    chosen, rank = [], reranking.rerank
+
+    def spy(candidates, vectors, encoder, keep=1):
+        assert all(len(options) == 4 for options in candidates)  # four samples judged per image
+        chosen.extend(options[0][0] for options in rank(candidates, vectors, encoder, keep))
+        return rank(candidates, vectors, encoder, keep)
+
+    reranked_out = tmp_path / "run" / "eval" / "test-images-rerank4"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reranking, "rerank", spy)
+        reranked = evaluate(model, dataset / "dataset_coco.json", input="images", meteor=False, progress=False,
+                            rerank=4)
+    assert reranked.predictions.parent == reranked_out and on_images.predictions.exists()  # the greedy run kept
+    assert [json.loads(line)["prediction"] for line in reranked.predictions.read_text().splitlines()] == chosen
+    assert reranked.report["decoding"] == {"rerank": 4} and reranked.report["items"] == 2
+    card = json.loads((model / "evaluations.json").read_text())
+    assert {e["input"] for e in card} >= {"images", "images, best of 4 samples by CLIP"}
+    with pytest.raises(UsageError, match="--input text"):
+        evaluate(model, dataset / "dataset_coco.json", input="text", progress=False, rerank=4)
     with pytest.raises(UsageError, match="vqa model"):
         evaluate(quick_train("vqa", dataset / "vqa", tmp_path / "vqa", read_options=ReadOptions(split="val2014")),
                  dataset / "vqa", split="val2014", progress=False, rerank=4)

@@ -202,6 +202,8 @@ BAD_INPUTS = [
      "--rerank 100000"),
     ("caption/rerank negative", lambda t, m: ["caption", _photo(t), "--model", m, "--rerank", "-1"], EXIT_USAGE,
      "--rerank"),
+    ("caption/rerank one", lambda t, m: ["caption", _photo(t), "--model", m, "--rerank", "1"], EXIT_USAGE,
+     "only sample"),
     ("caption/rerank fewer than kept", lambda t, m: ["caption", _photo(t), "--model", m, "--rerank", "2",
                                                      "--num-captions", "3"], EXIT_USAGE, "--num-captions 3"),
     ("caption/rerank with beams", lambda t, m: ["caption", _photo(t), "--model", m, "--rerank", "4", "--beam", "3"],

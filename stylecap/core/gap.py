@@ -12,9 +12,10 @@ with the image covariance, move to the image mean: second-order alignment, then 
 from the CORAL map).
 
 ``mean-shift``, ``coral`` and ``pseudo-linear`` need no pairs (``needs_pairs`` False): they are fitted
-from images and texts that are not paired, a user's own photos and the training captions. Without pairs the cosine an image keeps to its caption cannot be measured; it is estimated
-by the mean cosine of each image to its nearest text (:func:`nearest_text_cosine`), which is what
-``--noise auto`` then covers.
+from images and texts that are not paired, a user's own photos and the training captions. Without
+pairs the cosine an image keeps to its caption cannot be measured; it is estimated by the mean cosine of each image to its nearest shifted text, each half of the images under the
+adapter fitted on the other half (:func:`held_out_nearest_cosine`), which is what ``--noise auto``
+then covers.
 
 Adding an adapter: subclass :class:`GapAdapter`, give it a ``kind``, register its buffers (fixed
 shapes, known from ``dim``) in ``__init__``, implement ``fit`` (from paired text/image vectors) and
@@ -289,11 +290,11 @@ def nearest_texts(image_vecs: torch.Tensor, text_vecs: torch.Tensor, k: int = 1,
     ``transform`` (an adapter's map) first. Texts are mapped and scored a block at a time, so a
     corpus of any size costs one block of memory."""
     image_vecs = F.normalize(image_vecs.float(), dim=-1)
-    best = torch.full((len(image_vecs), 0), -2.0)
-    where = torch.zeros((len(image_vecs), 0), dtype=torch.long)
+    best = torch.full((len(image_vecs), 0), -2.0, device=image_vecs.device)
+    where = torch.zeros((len(image_vecs), 0), dtype=torch.long, device=image_vecs.device)
     for start in range(0, len(text_vecs), block):
         texts = text_vecs[start:start + block]
-        texts = F.normalize((transform(texts) if transform else texts).float(), dim=-1)
+        texts = F.normalize((transform(texts) if transform else texts).float().to(image_vecs.device), dim=-1)
         top = (image_vecs @ texts.T).topk(min(k, len(texts)), dim=1)
         best, order = torch.cat([best, top.values], 1).topk(min(k, best.shape[1] + len(texts)), dim=1)
         where = torch.cat([where, top.indices + start], 1).gather(1, order)

@@ -16,7 +16,6 @@ compare with the picture, and a styled caption loses its voice to the plainer sa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -24,6 +23,7 @@ import torch
 from stylecap.errors import UsageError
 
 RERANK_TASKS = ("caption",)
+ROWS_PER_CALL = 256  # sequences one generate call decodes while reranking (images × samples)
 
 
 def check_rerank(samples: int, task: str) -> None:
@@ -51,13 +51,24 @@ def rerank(candidates: Sequence[Sequence[tuple[str, float]]], image_vecs: torch.
     return ranked
 
 
-@dataclass(frozen=True)
-class Reranking:
-    """Reranking as a setting: the CLIP that judges, and how many samples it judges (0: off)."""
+def generate_reranked(model, encoder, vectors: torch.Tensor, input_texts: Sequence[str | None] | None,
+                      keep: int = 1, seed: int = 0, **generate_kwargs) -> list[list[tuple[str, float]]]:
+    """Sample ``generate_kwargs["num_return_sequences"]`` captions per vector with
+    ``model.generate`` and keep the ``keep`` nearest the vector by CLIP (:func:`rerank`).
 
-    encoder: object
-    samples: int = 0
+    Sampling draws from ``seed`` on every call (the caller's random state is left as it was), so the
+    same images give the same captions on a rerun or a resumed run. Rows are decoded a few at a time:
+    ``generate`` holds every sample's scores, and 32 images × 64 samples at once would hold gigabytes.
+    """
+    samples = generate_kwargs["num_return_sequences"]
+    rows = max(1, ROWS_PER_CALL // samples)
+    device = next(model.parameters()).device
+    out = []
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(vectors), rows):
+            texts = list(input_texts[start:start + rows]) if input_texts else None
+            candidates = model.generate(vectors[start:start + rows], texts, **generate_kwargs)
+            out += rerank(candidates, vectors[start:start + rows], encoder, keep)
+    return out
 
-    def pick(self, candidates: Sequence[Sequence[tuple[str, float]]], image_vecs: torch.Tensor,
-             keep: int = 1) -> list[list[tuple[str, float]]]:
-        return rerank(candidates, image_vecs, self.encoder, keep)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from stylecap.core.encoders import load_clip, resolve_clip
 from stylecap.core.gap import PAIRED_KINDS, UNPAIRED_KINDS, auto_noise, expected_cosine, read_gap
-from stylecap.core.rerank import Reranking
 from stylecap.core.tasks import Examples, ReadOptions, get_task
 from stylecap.core.vectors import image_vectors
 from stylecap.errors import InputError, UsageError, first_line
@@ -128,8 +127,8 @@ def run_demo(spec: DemoSpec) -> dict:
             voice = _voice_of(variant, spec) if task == "style" else None
             runs[task].setdefault(variant, []).append(_score(texts, refs, scenes, voice))
             if task == "caption" and spec.levers and variant in RERANK["variants"]:
-                reranked = caption_vectors(model_dir, vectors, test, progress=spec.progress,
-                                           reranking=Reranking(load_clip(spec.clip), RERANK["samples"]))
+                reranked = caption_vectors(model_dir, vectors, test, progress=spec.progress, rerank=RERANK["samples"],
+                                           encoder=load_clip(spec.clip))
                 runs[task].setdefault(f"{variant}{RERANKED}", []).append(
                     _score(dict(zip((ex.id for ex in test), reranked, strict=True)), refs, scenes, None))
             captions.setdefault(variant, texts)

@@ -22,7 +22,6 @@ from stylecap import __version__
 from stylecap.core.encoders import default_device, resolve_clip
 from stylecap.core.metrics import caption_scores
 from stylecap.core.model import load_model
-from stylecap.core.rerank import Reranking
 from stylecap.core.tasks import Example, ReadOptions
 from stylecap.options import ModelChoices, TrainOptions
 from stylecap.paths import file_digest, text_digest
@@ -116,13 +115,11 @@ def run_key(task: str, variant: Variant, data: Path, read: ReadOptions | None, b
 
 
 def caption_vectors(model_dir: Path, vectors: torch.Tensor, examples: list[Example], num_beams: int = 1,
-                    progress: bool = True, reranking: Reranking | None = None) -> list[str]:
+                    progress: bool = True, rerank: int = 0, encoder=None) -> list[str]:
     """The model's caption of each image vector (greedy by default, as the benches score; with
-    ``reranking``, the best of its samples by CLIP, drawn from a fixed seed)."""
+    ``rerank`` N, the best of N samples by ``encoder``, the CLIP that made the vectors)."""
     model = load_model(model_dir, default_device())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        outputs = predict(model, vectors, examples, num_beams=num_beams, progress=progress, reranking=reranking)
+    outputs = predict(model, vectors, examples, num_beams=num_beams, progress=progress, rerank=rerank, encoder=encoder)
     return [text for text, _ in outputs]
 
 

@@ -42,7 +42,7 @@ from stylecap.core.images import (
     iter_image_vectors,
 )
 from stylecap.core.model import load_model
-from stylecap.core.rerank import check_rerank, rerank
+from stylecap.core.rerank import check_rerank, generate_reranked
 from stylecap.errors import EXIT_OK, EXIT_PARTIAL, InputError, Interrupted, ModelError, UsageError, printable
 from stylecap.options import Decoding, Loading
 from stylecap.progress import console
@@ -139,10 +139,9 @@ class Captioner:
                 input_text: str | None = None) -> list[list[tuple[str, float]]]:
         kwargs = decoding.generate_kwargs(self.model.config.generation.get("num_beams", 1))
         texts = [input_text] * len(vectors) if input_text else None
-        candidates = self.model.generate(vectors, texts, **kwargs)
         if decoding.rerank:
-            return rerank(candidates, vectors, self.encoder, decoding.num_return_sequences)
-        return candidates
+            return generate_reranked(self.model, self.encoder, vectors, texts, decoding.num_return_sequences, **kwargs)
+        return self.model.generate(vectors, texts, **kwargs)
 
     def records(self, batch: ImageBatch, decoding: Decoding, input_text: str | None = None) -> list[dict]:
         """Output records for a batch: one per caption of each loaded image, one per failure."""

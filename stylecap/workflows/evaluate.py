@@ -18,10 +18,11 @@ from stylecap.core.hub import is_hub_ref
 from stylecap.core.images import path_text
 from stylecap.core.metrics import score
 from stylecap.core.model import load_model
-from stylecap.core.rerank import Reranking, check_rerank
+from stylecap.core.rerank import check_rerank, generate_reranked
 from stylecap.core.tasks import Example, Examples, ReadOptions, get_task, with_field
 from stylecap.core.vectors import encode_texts_cached, readable_image_vectors
 from stylecap.errors import UsageError, printable
+from stylecap.options import Decoding
 from stylecap.progress import simple_progress
 from stylecap.workflows.model_card import record_evaluation
 
@@ -54,6 +55,10 @@ def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | No
     """Predict every item of ``data`` from its image (or its CLIP text) and score the predictions."""
     if input not in INPUTS:
         raise UsageError(f"unknown input '{input}'", "--input", f"choose one of: {', '.join(INPUTS)}")
+    Decoding(num_beams=num_beams, rerank=rerank)  # checked before the model loads
+    if rerank and input != "images":
+        raise UsageError("--rerank judges captions against the image, and --input text gives no image", "--rerank",
+                         "leave --rerank out, or evaluate on --input images")
     model = load_model(model_dir, device=default_device())
     task = get_task(model.config.task)
     check_rerank(rerank, task.name)
@@ -67,7 +72,7 @@ def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | No
         vectors = encode_texts_cached(encoder, [ex.clip_text for ex in examples], progress=progress)
     else:
         examples, vectors, failures = readable_image_vectors(encoder, examples, str(images or data), progress=progress)
-    outputs = predict(model, vectors, examples, batch_size, num_beams, progress, Reranking(encoder, rerank))
+    outputs = predict(model, vectors, examples, batch_size, num_beams, progress, rerank, encoder)
     references = {ex.id: reference_texts(ex, input, task.metric) for ex in examples}
     predictions = {ex.id: text for ex, (text, _) in zip(examples, outputs, strict=True)}
     kwargs = {"meteor": meteor} if task.metric == "caption" else {}
@@ -75,8 +80,9 @@ def evaluate(model_dir: Path, data: Path, input: str = "images", split: str | No
     report = {"task": task.name, "metric": task.metric, "input": input, "model": str(Path(model_dir).resolve()),
               "data": str(Path(data).resolve()), "split": split, "items": len(examples), "scores": scores,
               "skipped": dict(examples.skipped), "failures": [_named(f) for f in failures], "notes": notes,
-              "decoding": {"num_beams": num_beams or model.config.generation.get("num_beams", 1), "rerank": rerank}}
-    result = _write(report, examples, outputs, references, Path(out) if out else default_out(model_dir, split, input))
+              "decoding": {"rerank": rerank} if rerank else {"num_beams": num_beams or model.config.generation.get("num_beams", 1)}}
+    out = Path(out) if out else default_out(model_dir, split, input + (f"-rerank{rerank}" if rerank else ""))
+    result = _write(report, examples, outputs, references, out)
     record_evaluation(model_dir, report)  # the scores join the model's card
     return result
 
@@ -104,10 +110,10 @@ def reference_texts(example: Example, input: str, metric: str) -> list[str]:
 
 
 def predict(model, vectors: torch.Tensor, examples: Sequence[Example], batch_size: int = 32,
-            num_beams: int | None = None, progress: bool = True,
-            reranking: Reranking | None = None) -> list[tuple[str, float]]:
-    """The model's best (text, score) for each example's vector and input text; with ``reranking``,
-    the best of its samples by CLIP (``stylecap.core.rerank``)."""
+            num_beams: int | None = None, progress: bool = True, rerank: int = 0,
+            encoder=None) -> list[tuple[str, float]]:
+    """The model's best (text, score) for each example's vector and input text; with ``rerank`` N,
+    the best of N samples by ``encoder``, the CLIP that made the vectors (``stylecap.core.rerank``)."""
     outputs = []
     with simple_progress("decoding", len(examples), enabled=progress) as bar:
         task = bar.add_task("decoding", total=len(examples))
@@ -115,9 +121,9 @@ def predict(model, vectors: torch.Tensor, examples: Sequence[Example], batch_siz
             batch, batch_vectors = examples[start:start + batch_size], vectors[start:start + batch_size]
             texts = [ex.input_text for ex in batch]
             texts = texts if any(texts) else None
-            if reranking and reranking.samples:
-                decoded = reranking.pick(model.generate(batch_vectors, texts, do_sample=True,
-                                                        num_return_sequences=reranking.samples), batch_vectors)
+            if rerank:
+                decoded = generate_reranked(model, encoder, batch_vectors, texts,
+                                            **Decoding(rerank=rerank).generate_kwargs())
             else:
                 decoded = model.generate(batch_vectors, texts, num_beams=num_beams)
             outputs += [candidates[0] for candidates in decoded]

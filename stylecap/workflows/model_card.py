@@ -63,8 +63,10 @@ def record_evaluation(model_dir: Path, report: dict) -> None:
     folder = Path(model_dir)
     if not _writable(folder) or not (folder / "stylecap.json").is_file():
         return
+    reranked = report.get("decoding", {}).get("rerank")
     entry = {"data": Path(report["data"]).name, "dataset": report.get("dataset"), "split": report.get("split"),
-             "input": report["input"], "items": report["items"], "scores": report["scores"]}
+             "input": report["input"] + (f", best of {reranked} samples by CLIP" if reranked else ""),
+             "items": report["items"], "scores": report["scores"]}
     key = (entry["data"], entry["split"], entry["input"])
     kept = [e for e in _evaluations(folder) if (e["data"], e["split"], e["input"]) != key]
     try:
