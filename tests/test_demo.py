@@ -37,7 +37,8 @@ def test_reduced_demo_writes_report_and_gallery(tmp_path, capsys, cli):
     planned = [c["target"].format(voice="egocentric") for c in plan()["checks"]]
     sweep_only = {"best fitted adapter CIDEr-D ≥ noise alone",
                   "σ auto within 3 CIDEr-D points of the best swept σ (auto − best)"}
-    levers = {*plan()["variants"]["levers"], *plan()["variants"]["answer_levers"], "egocentric+projection"}
+    levers = {*plan()["variants"]["levers"], *plan()["variants"]["answer_levers"], "egocentric+projection",
+              *(f"{name}+rerank" for name in plan()["rerank"]["variants"])}  # the bench's reranked rows
     lever_only = {c["target"].format(voice="egocentric") for c in plan()["checks"]  # the bench's regimes
                   if any(ref.format(voice="egocentric").rpartition(":")[2].rpartition(".")[0] in levers
                          for ref in c["a"] + c.get("b", []))}
