@@ -34,7 +34,7 @@ def eval_command(
 
     from stylecap.workflows.evaluate import evaluate, metrics_table
 
-    D(num_beams=beam, rerank=rerank)  # checked before any model loads
+    D(num_beams=beam, rerank=rerank)  # checked before a hub dataset is converted (evaluate() checks it too)
     data, split, images = _dataset_files(model, data, split, images, input)
     result = evaluate(model, data, input=input, split=split, images=images, captions=captions, out=out, limit=limit,
                       batch_size=batch_size, num_beams=beam, meteor=meteor, progress=not quiet, rerank=rerank)

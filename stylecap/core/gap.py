@@ -13,9 +13,9 @@ from the CORAL map).
 
 ``mean-shift``, ``coral`` and ``pseudo-linear`` need no pairs (``needs_pairs`` False): they are fitted
 from images and texts that are not paired, a user's own photos and the training captions. Without
-pairs the cosine an image keeps to its caption cannot be measured; it is estimated by the mean cosine of each image to its nearest shifted text, each half of the images under the
-adapter fitted on the other half (:func:`held_out_nearest_cosine`), which is what ``--noise auto``
-then covers.
+pairs the cosine an image keeps to its caption cannot be measured; it is estimated by the mean
+cosine of each image to its nearest shifted text, each half of the images under the adapter fitted
+on the other half (:func:`held_out_nearest_cosine`), which is what ``--noise auto`` then covers.
 
 Adding an adapter: subclass :class:`GapAdapter`, give it a ``kind``, register its buffers (fixed
 shapes, known from ``dim``) in ``__init__``, implement ``fit`` (from paired text/image vectors) and
@@ -426,18 +426,19 @@ def held_out_nearest_cosine(kind: str, text_vecs: torch.Tensor, image_vecs: torc
     images: 0.993 in-sample, 0.892 to the own captions of other images); with fewer than four
     images it falls back to in-sample."""
     if len(image_vecs) < 4:
-        adapter = build_adapter(kind, text_vecs.shape[1], 0.0)
-        adapter.fit(text_vecs, image_vecs)
-        return float(nearest_texts(image_vecs, text_vecs, transform=adapter.shift)[0].mean()), "nearest text"
-    order = torch.randperm(len(image_vecs), generator=torch.Generator().manual_seed(0))
-    halves = order[: len(order) // 2], order[len(order) // 2:]
+        everything = torch.arange(len(image_vecs))
+        folds, how = [(everything, everything)], "nearest text"
+    else:
+        order = torch.randperm(len(image_vecs), generator=torch.Generator().manual_seed(0))
+        halves = order[: len(order) // 2], order[len(order) // 2:]
+        folds, how = [halves, halves[::-1]], "nearest text, each half of the images under the fit on the other half"
     scores = []
-    for fit_on, score_on in (halves, halves[::-1]):
+    for fit_on, score_on in folds:
         adapter = build_adapter(kind, text_vecs.shape[1], 0.0)
         adapter.fit(text_vecs, image_vecs[fit_on])
         with torch.no_grad():
             scores.append(nearest_texts(image_vecs[score_on], text_vecs, transform=adapter.shift)[0][:, 0])
-    return float(torch.cat(scores).mean()), "nearest text, each half of the images under the fit on the other half"
+    return float(torch.cat(scores).mean()), how
 
 
 def save_gap(out: Path, fitted: dict, meta: dict) -> Path:

@@ -123,14 +123,12 @@ def run_demo(spec: DemoSpec) -> dict:
             if task in ANSWER_DATA:
                 runs[task].setdefault(variant, []).append(_task_scores(spec, model_dir, world / ANSWER_DATA[task][2]))
                 continue
-            texts = dict(zip((ex.id for ex in test), caption_vectors(model_dir, vectors, test, progress=spec.progress), strict=True))
+            texts = _captions_of(spec, model_dir, vectors, test)
             voice = _voice_of(variant, spec) if task == "style" else None
             runs[task].setdefault(variant, []).append(_score(texts, refs, scenes, voice))
             if task == "caption" and spec.levers and variant in RERANK["variants"]:
-                reranked = caption_vectors(model_dir, vectors, test, progress=spec.progress, rerank=RERANK["samples"],
-                                           encoder=load_clip(spec.clip))
-                runs[task].setdefault(f"{variant}{RERANKED}", []).append(
-                    _score(dict(zip((ex.id for ex in test), reranked, strict=True)), refs, scenes, None))
+                reranked = _captions_of(spec, model_dir, vectors, test, RERANK["samples"])
+                runs[task].setdefault(f"{variant}{RERANKED}", []).append(_score(reranked, refs, scenes, None))
             captions.setdefault(variant, texts)
             if task == "caption":
                 models.setdefault(variant, model_dir)
@@ -141,6 +139,12 @@ def run_demo(spec: DemoSpec) -> dict:
     if report.get("curve"):
         plot_curve(report["curve"], out / "curve.png")
     return report
+
+
+def _captions_of(spec: DemoSpec, model_dir: Path, vectors, test, rerank: int = 0) -> dict[str, str]:
+    """Image id → the model's caption of it: greedy, or the best of ``rerank`` samples by the CLIP."""
+    texts = caption_vectors(model_dir, vectors, test, progress=spec.progress, rerank=rerank, encoder=load_clip(spec.clip))
+    return dict(zip((ex.id for ex in test), texts, strict=True))
 
 
 def _remember_captioner(report: dict, models: dict[str, Path]) -> None:
